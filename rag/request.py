@@ -1,0 +1,144 @@
+"""The one request type, validated once, for the CLI, the Cog runner and the RunPod worker.
+
+``AskRequest.from_dict(data, settings)`` rejects unknown fields and values out of
+range with a message naming the field and the allowed range. Wrappers map their
+platform's inputs onto these field names and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from .config import Settings
+from .errors import InputError
+
+MAX_STOPS = 4
+MAX_STOP_CHARS = 100
+MAX_SYSTEM_PROMPT_CHARS = 8000
+MAX_HISTORY_TURNS = 20
+MAX_TURN_CHARS = 8000
+ROLES = ("user", "assistant")
+
+
+@dataclass
+class AskRequest:
+    question: str
+    top_k: int = 5  # passages retrieved
+    max_new_tokens: int = 512
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    sampling_top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    system_prompt: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def fields_(cls) -> tuple[str, ...]:
+        return tuple(cls.__dataclass_fields__)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], settings: Settings | None = None) -> "AskRequest":
+        if not isinstance(data, Mapping):
+            raise InputError(f"the request must be a JSON object, got {type(data).__name__}.")
+        unknown = sorted(set(data) - set(cls.fields_()))
+        if unknown:
+            raise InputError(
+                f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(cls.fields_())}."
+            )
+        if "question" not in data:
+            raise InputError("missing field 'question': send the student's question as text.")
+        kwargs = {k: v for k, v in data.items() if v is not None or k in ("seed", "system_prompt")}
+        return cls(**kwargs).validate(settings or Settings())
+
+    def validate(self, settings: Settings) -> "AskRequest":
+        q = self.question
+        if not isinstance(q, str):
+            raise InputError("'question' must be a string.")
+        q = q.strip()
+        if not q:
+            raise InputError("'question' is empty: type a question about the regulations.")
+        if len(q) > settings.max_question_chars:
+            raise InputError(
+                f"'question' is {len(q)} characters; the limit is {settings.max_question_chars}. Shorten it."
+            )
+        self.question = q
+        self.top_k = _int("top_k", self.top_k, 1, settings.max_top_k)
+        self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, settings.max_new_tokens_limit)
+        self.temperature = _float("temperature", self.temperature, 0.0, 2.0)
+        self.top_p = _float("top_p", self.top_p, 0.0, 1.0)
+        if self.top_p <= 0.0:
+            raise InputError("'top_p' must be in (0, 1]: use 1.0 to turn nucleus sampling off.")
+        self.sampling_top_k = _int("sampling_top_k", self.sampling_top_k, 0, 1000)
+        self.repetition_penalty = _float("repetition_penalty", self.repetition_penalty, 0.5, 2.0)
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        if not isinstance(self.stop, (list, tuple)):
+            raise InputError("'stop' must be a list of strings.")
+        if len(self.stop) > MAX_STOPS:
+            raise InputError(f"'stop' has {len(self.stop)} sequences; at most {MAX_STOPS} are allowed.")
+        for s in self.stop:
+            if not isinstance(s, str) or s == "":
+                raise InputError("'stop' sequences must be non-empty strings.")
+            if len(s) > MAX_STOP_CHARS:
+                raise InputError(f"a 'stop' sequence is longer than {MAX_STOP_CHARS} characters.")
+        self.stop = list(self.stop)
+        if self.seed is not None:
+            self.seed = _int("seed", self.seed, 0, 2**32 - 1)
+        if self.system_prompt is not None:
+            if not isinstance(self.system_prompt, str):
+                raise InputError("'system_prompt' must be a string.")
+            if len(self.system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
+                raise InputError(f"'system_prompt' is longer than {MAX_SYSTEM_PROMPT_CHARS} characters.")
+            if not self.system_prompt.strip():
+                self.system_prompt = None
+        self.history = validate_history(self.history)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_history(history: Any) -> list[dict[str, str]]:
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise InputError("'history' must be a list of {\"role\": \"user\"|\"assistant\", \"content\": \"...\"}.")
+    if len(history) > MAX_HISTORY_TURNS:
+        raise InputError(f"'history' has {len(history)} turns; at most {MAX_HISTORY_TURNS} are allowed.")
+    out = []
+    for i, turn in enumerate(history):
+        if not isinstance(turn, Mapping) or set(turn) - {"role", "content"} or "role" not in turn or "content" not in turn:
+            raise InputError(f"'history[{i}]' must be an object with exactly 'role' and 'content'.")
+        role, content = turn["role"], turn["content"]
+        if role not in ROLES:
+            raise InputError(f"'history[{i}].role' is {role!r}; use 'user' or 'assistant'.")
+        if not isinstance(content, str):
+            raise InputError(f"'history[{i}].content' must be a string.")
+        if len(content) > MAX_TURN_CHARS:
+            raise InputError(f"'history[{i}].content' is longer than {MAX_TURN_CHARS} characters.")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        raise InputError(f"'{name}' must be an integer between {lo} and {hi}.")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise InputError(f"'{name}'={value} is out of range: allowed {lo} to {hi}.")
+    return value
+
+
+def _float(name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"'{name}' must be a number between {lo} and {hi}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"'{name}' must be a finite number (got {value}).")
+    if not lo <= value <= hi:
+        raise InputError(f"'{name}'={value} is out of range: allowed {lo} to {hi}.")
+    return value

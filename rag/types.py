@@ -1,0 +1,149 @@
+"""Small dataclasses passed between stages: Page, Document, Chunk, Citation, Hit, Answer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Page:
+    """One page of extracted text. ``number`` is 1-based; non-paged formats use 1."""
+
+    number: int
+    text: str
+    ocr: bool = False  # text came from OCR, not from a text layer
+
+
+@dataclass
+class Document:
+    """A loaded source file: text per page, before chunking."""
+
+    source: str  # path as given (relative to the ingest root when ingesting a folder)
+    title: str
+    pages: list[Page]
+    sha256: str  # of the file bytes; drives incremental ingest and the OCR cache
+    kind: str  # "pdf", "docx", "html", "txt", "md", "json"
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(p.text for p in self.pages)
+
+
+@dataclass
+class Chunk:
+    """A retrievable unit: one Điều, one Khoản of a long Điều, a table, or a paragraph window.
+
+    ``header`` is the path repeated on every piece ("Quy chế đào tạo › Chương II ›
+    Điều 10. Cảnh báo học tập › Khoản 2"); ``text`` is the body without it.
+    ``id`` is a content hash: the same text at the same place gives the same id.
+    """
+
+    id: str
+    text: str
+    header: str
+    document: str
+    source: str
+    page: int | None = None
+    part: str | None = None  # Phần
+    chapter: str | None = None  # "Chương II. Tổ chức đào tạo"
+    section: str | None = None  # Mục
+    article: str | None = None  # "10" (the Điều number as written)
+    article_title: str | None = None
+    clause: str | None = None  # Khoản number(s), e.g. "2" or "2-3"
+    point: str | None = None  # Điểm letter(s)
+    kind: str = "article"  # article | clause | table | paragraph
+    doc_sha256: str = ""
+
+    def citation(self) -> "Citation":
+        return Citation(
+            document=self.document,
+            source=self.source,
+            page=self.page,
+            chapter=self.chapter,
+            article=self.article,
+            article_title=self.article_title,
+            clause=self.clause,
+            point=self.point,
+        )
+
+    @property
+    def full_text(self) -> str:
+        """What is embedded and shown: the header path, then the body."""
+        return f"{self.header}\n{self.text}" if self.header else self.text
+
+
+@dataclass
+class Citation:
+    document: str
+    source: str
+    page: int | None = None
+    chapter: str | None = None
+    article: str | None = None
+    article_title: str | None = None
+    clause: str | None = None
+    point: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def label(self) -> str:
+        """Human label in the house citation style: 'Điều 10 (Cảnh báo học tập), Khoản 2 — <document>, tr. 4'."""
+        parts = []
+        if self.article:
+            a = f"Điều {self.article}"
+            if self.article_title:
+                a += f" ({self.article_title})"
+            parts.append(a)
+        if self.clause:
+            parts.append(f"Khoản {self.clause}")
+        if self.point:
+            parts.append(f"Điểm {self.point}")
+        head = ", ".join(parts)
+        tail = self.document
+        if self.page:
+            tail += f", tr. {self.page}"
+        return f"{head} — {tail}" if head else tail
+
+
+@dataclass
+class Hit:
+    chunk: Chunk
+    score: float  # fused score used for ranking
+    rank: int = 0  # 1-based
+    dense: float | None = None  # cosine similarity of the query and the chunk
+    lexical: float | None = None  # BM25 score
+    rerank: float | None = None  # cross-encoder score when a reranker is configured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "text": self.chunk.full_text,
+            "id": self.chunk.id,
+            "citation": self.chunk.citation().to_dict(),
+        }
+
+
+@dataclass
+class Answer:
+    text: str
+    refused: bool
+    citations: list[Citation]
+    hits: list[Hit] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds
+    unsupported_citations: list[str] = field(default_factory=list)  # Điều named by the model but not retrieved
+    dropped_passages: list[str] = field(default_factory=list)  # chunk ids left out of the prompt for budget
+    mode: str = "extractive"  # extractive | llm
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.text,
+            "refused": self.refused,
+            "citations": [c.to_dict() for c in self.citations],
+            "unsupported_citations": list(self.unsupported_citations),
+            "mode": self.mode,
+            "usage": dict(self.usage),
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+        }
