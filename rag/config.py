@@ -45,7 +45,7 @@ def _num(env: Mapping[str, str], name: str, default, cast=float, lo=None, hi=Non
     try:
         value = cast(raw.strip())
     except ValueError as e:
-        raise ConfigError(f"{name}={raw!r} is not a {cast.__name__}.") from e
+        raise ConfigError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}.") from e
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name}={raw!r} must be a finite number.")
     if (lo is not None and value < lo) or (hi is not None and value > hi):

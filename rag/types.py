@@ -136,6 +136,7 @@ class Answer:
     unsupported_citations: list[str] = field(default_factory=list)  # Điều named by the model but not retrieved
     dropped_passages: list[str] = field(default_factory=list)  # chunk ids left out of the prompt for budget
     mode: str = "extractive"  # extractive | llm
+    finish_reason: str | None = None  # stop | length | cancelled (LLM answers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ class Answer:
             "citations": [c.to_dict() for c in self.citations],
             "unsupported_citations": list(self.unsupported_citations),
             "mode": self.mode,
+            "finish_reason": self.finish_reason,
             "usage": dict(self.usage),
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }

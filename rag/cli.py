@@ -1,0 +1,242 @@
+"""The `rag` command: ingest, search, ask, chat, info.
+
+Exit codes: 0 success; 1 an ingest that indexed some files but failed others;
+2 a usage or input error (the message says what to fix); 3 an index or model
+error (missing, mismatched, busy). Errors go to stderr as
+``error [code]: message`` and never include a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .errors import InputError, RagError
+
+EXIT_PARTIAL = 1
+EXIT_INPUT = 2
+EXIT_INDEX = 3
+
+
+def _settings(args) -> Settings:
+    settings = Settings.from_env(os.environ)
+    changes = {}
+    if getattr(args, "index", None):
+        changes["index_dir"] = Path(args.index).expanduser()
+    if getattr(args, "ocr", None):
+        changes["ocr"] = args.ocr
+    for name in ("llm", "adapter", "quantization"):
+        if getattr(args, name, None):
+            changes[name] = getattr(args, name)
+    return settings.with_(**changes) if changes else settings
+
+
+def _dump(obj) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def cmd_ingest(args) -> int:
+    from .ingest import ingest
+
+    settings = _settings(args)
+    report = ingest(args.paths, settings, prune=args.prune, rebuild=args.rebuild, progress=not args.quiet)
+    if args.json:
+        print(_dump(report.to_dict()))
+    else:
+        print(report.summary())
+    return 0 if report.ok else EXIT_PARTIAL
+
+
+def _pipeline(args, load_llm: bool = True):
+    from .pipeline import Pipeline
+
+    return Pipeline.from_settings(_settings(args), load_llm=load_llm, progress=sys.stderr.isatty())
+
+
+def cmd_search(args) -> int:
+    if bool(args.question) == bool(args.queries):
+        raise InputError("give either a question or --queries FILE (one question per line), not both or neither.")
+    pipe = _pipeline(args, load_llm=False)
+    if args.queries:
+        path = Path(args.queries)
+        if not path.is_file():
+            raise InputError(f"--queries {path}: no such file.")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                print(_dump(pipe.search(line, args.top_k).to_dict()), flush=True)
+        return 0
+    result = pipe.search(args.question, args.top_k)
+    if args.json:
+        print(_dump(result.to_dict()))
+        return 0
+    if not result.hits:
+        print("(no results)")
+    for h in result.hits:
+        print(f"{h.rank}. [{h.score:.4f}] {h.chunk.citation().label()}")
+        body = h.chunk.text.replace("\n", " ")
+        print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
+    return 0
+
+
+def _request(args, question: str, history=None) -> dict:
+    req = {"question": question, "history": history or []}
+    for name in ("top_k", "max_new_tokens", "temperature", "top_p", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            req[name] = value
+    if getattr(args, "stop", None):
+        req["stop"] = args.stop
+    if getattr(args, "system_prompt", None):
+        req["system_prompt"] = args.system_prompt
+    return req
+
+
+def _print_sources(answer) -> None:
+    if answer.citations:
+        print("\nNguồn:")
+        for i, c in enumerate(answer.citations, 1):
+            print(f"  [{i}] {c.label()}")
+    if answer.unsupported_citations:
+        print("  (không có trong tài liệu được truy xuất: " + ", ".join(answer.unsupported_citations) + ")")
+
+
+def cmd_ask(args) -> int:
+    from .pipeline import Delta, Final
+
+    pipe = _pipeline(args)
+    req = _request(args, args.question)
+    if args.json:
+        print(_dump(pipe.answer(req).to_dict()))
+        return 0
+    final = None
+    for event in pipe.stream(req):
+        if isinstance(event, Delta):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, Final):
+            final = event.answer
+    print()
+    _print_sources(final)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from .pipeline import Delta, Final
+
+    pipe = _pipeline(args)
+    history: list[dict] = []
+    print("Hỏi về quy chế (gõ /exit để thoát, /reset để bắt đầu lại).")
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if question in ("/exit", "/quit"):
+            return 0
+        if question == "/reset":
+            history = []
+            continue
+        if not question:
+            continue
+        try:
+            final = None
+            for event in pipe.stream(_request(args, question, history[-8:])):
+                if isinstance(event, Delta):
+                    print(event.text, end="", flush=True)
+                elif isinstance(event, Final):
+                    final = event.answer
+            print()
+            _print_sources(final)
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
+        except InputError as e:
+            print(f"error [{e.code}]: {e}", file=sys.stderr)
+
+
+def cmd_info(args) -> int:
+    from .embed import EmbedSpec
+    from .index import Index
+
+    settings = _settings(args)
+    index = Index.open(settings, EmbedSpec.from_settings(settings))
+    manifest = index.manifest.to_dict()
+    if not args.files:
+        manifest["files"] = sorted(manifest["files"])
+    manifest["location"] = index.location
+    print(json.dumps(manifest, ensure_ascii=False, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Cited answers from Vietnamese university regulations.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def index_arg(sp):
+        sp.add_argument("--index", metavar="DIR", help="index directory (default: $RAG_INDEX_DIR or the demo index)")
+
+    def gen_args(sp):
+        sp.add_argument("--top-k", type=int, dest="top_k", help="passages to retrieve (1-20, default 5)")
+        sp.add_argument("--max-new-tokens", type=int, dest="max_new_tokens")
+        sp.add_argument("--temperature", type=float)
+        sp.add_argument("--top-p", type=float, dest="top_p")
+        sp.add_argument("--seed", type=int)
+        sp.add_argument("--stop", action="append", help="stop sequence (repeatable, at most 4)")
+        sp.add_argument("--system-prompt", dest="system_prompt")
+        sp.add_argument("--llm", help="base model path or Hugging Face id (default: $RAG_LLM; none = extractive)")
+        sp.add_argument("--adapter", help="LoRA adapter path or id (default: $RAG_ADAPTER)")
+        sp.add_argument("--quantization", choices=["none", "8bit", "4bit"])
+
+    sp = sub.add_parser("ingest", help="index files and folders")
+    sp.add_argument("paths", nargs="+", metavar="PATH")
+    index_arg(sp)
+    sp.add_argument("--prune", action="store_true", help="drop indexed files that are no longer under PATH")
+    sp.add_argument("--rebuild", action="store_true", help="discard the existing index and build from PATH only")
+    sp.add_argument("--ocr", choices=["auto", "always", "never"], help="OCR for pages without a text layer")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
+    sp.set_defaults(func=cmd_ingest)
+
+    sp = sub.add_parser("search", help="retrieve passages (no answer)")
+    sp.add_argument("question", nargs="?")
+    sp.add_argument("--queries", metavar="FILE", help="one question per line; prints one JSON object per line")
+    sp.add_argument("--top-k", type=int, dest="top_k")
+    sp.add_argument("--json", action="store_true")
+    index_arg(sp)
+    sp.set_defaults(func=cmd_search)
+
+    sp = sub.add_parser("ask", help="answer a question with citations")
+    sp.add_argument("question")
+    sp.add_argument("--json", action="store_true")
+    index_arg(sp)
+    gen_args(sp)
+    sp.set_defaults(func=cmd_ask)
+
+    sp = sub.add_parser("chat", help="interactive multi-turn session in the terminal")
+    index_arg(sp)
+    gen_args(sp)
+    sp.set_defaults(func=cmd_chat)
+
+    sp = sub.add_parser("info", help="print the index manifest")
+    index_arg(sp)
+    sp.add_argument("--files", action="store_true", help="include per-file details")
+    sp.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except RagError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return EXIT_INPUT if e.code in ("invalid_input", "bad_config", "load_failed", "needs_ocr") else EXIT_INDEX
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Ingest: files → documents → clean pages → chunks → vectors + BM25 tokens → index.
+
+Incremental: a file whose bytes (sha256) are unchanged since the last build keeps
+its chunks and vectors without being read again; a changed file replaces its
+chunks; ``prune`` drops files that are no longer under the given paths. A file
+that fails to load is reported and, if an earlier version was indexed, that
+version is kept: nothing already indexed is lost to a bad file.
+
+Out of scope: watching folders, deleting single chunks by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .config import Settings
+from .embed import Embedder, EmbedSpec
+from .errors import IndexError_, RagError, ReindexRequired
+from .index import Index, index_lock, make_manifest, new_collection_name, write_index
+from .types import Chunk
+
+
+@dataclass
+class FileResult:
+    source: str
+    status: str  # added | updated | unchanged | failed | skipped | removed
+    pages: int = 0
+    chunks: int = 0
+    reason: str = ""
+    code: str = ""
+
+
+@dataclass
+class IngestReport:
+    index_dir: str
+    files: list[FileResult] = field(default_factory=list)
+    chunk_count: int = 0
+    page_count: int = 0
+    document_count: int = 0
+    changed: bool = False
+    seconds: float = 0.0
+    embedded: int = 0  # chunks embedded in this run (the rest were reused)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    def summary(self) -> str:
+        lines = [
+            f"index: {self.index_dir}",
+            f"files: {self.count('added')} added, {self.count('updated')} updated, {self.count('unchanged')} unchanged, "
+            f"{self.count('removed')} removed, {self.count('skipped')} skipped, {self.count('failed')} failed",
+            f"index now holds {self.document_count} documents, {self.page_count} pages, {self.chunk_count} chunks"
+            f" ({self.embedded} embedded in {self.seconds:.1f} s)" + ("" if self.changed else " — nothing changed"),
+        ]
+        for f in self.files:
+            if f.status in ("failed", "skipped"):
+                lines.append(f"  {f.status}: {f.source}: {f.reason}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index_dir, "changed": self.changed, "documents": self.document_count,
+            "pages": self.page_count, "chunks": self.chunk_count, "embedded": self.embedded,
+            "seconds": round(self.seconds, 2),
+            "files": [f.__dict__ for f in self.files],
+        }
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    settings: Settings,
+    *,
+    prune: bool = False,
+    rebuild: bool = False,
+    embedder: Embedder | None = None,
+    directory: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Index the files under ``paths`` into the index of ``settings`` (or ``directory``)."""
+    from .chunk import chunk_document
+    from .load import iter_files
+    from .normalise import segment
+
+    t0 = time.perf_counter()
+    directory = Path(directory or settings.resolved_index_dir())
+    listing = iter_files(paths)  # raises InputError for a missing path or a folder with nothing to read
+    report = IngestReport(index_dir=settings.chroma_url or str(directory))
+    for path, reason in listing.skipped:
+        report.files.append(FileResult(source=str(path), status="skipped", reason=reason))
+
+    spec = EmbedSpec.from_settings(settings)
+    with index_lock(settings, directory):
+        existing = None if rebuild else _open_existing(settings, spec, directory)
+        old_files: dict = dict(existing.manifest.files) if existing else {}
+        kept: dict[str, list[int]] = {}  # source -> rows in existing index
+        if existing:
+            for row, c in enumerate(existing.chunks):
+                kept.setdefault(c.source, []).append(row)
+
+        new_chunks: dict[str, list[Chunk]] = {}
+        files_meta: dict[str, dict] = {}
+        seen_sources: set[str] = set()
+        bar = _progress(listing.files, progress, "reading")
+        for path, source in bar:
+            seen_sources.add(source)
+            try:
+                sha = file_sha256(path)
+                prev = old_files.get(source)
+                if prev and prev.get("sha256") == sha and source in kept:
+                    files_meta[source] = prev
+                    report.files.append(FileResult(source, "unchanged", prev.get("pages", 0), prev.get("chunks", 0)))
+                    continue
+                doc = read_document(path, settings, source=source, index_dir=directory)
+                chunks = chunk_document(doc, max_chars=settings.chunk_max_chars)
+                if not chunks:
+                    raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
+                                   code="empty_document")
+            except RagError as e:
+                kept_note = " (the previously indexed version is kept)" if source in kept else ""
+                report.files.append(FileResult(source, "failed", reason=str(e) + kept_note, code=e.code))
+                if source in kept:
+                    files_meta[source] = old_files[source]
+                continue
+            new_chunks[source] = chunks
+            files_meta[source] = {
+                "sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
+                "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr),
+            }
+            status = "updated" if source in kept else "added"
+            report.files.append(FileResult(source, status, len(doc.pages), len(chunks)))
+
+        # Files indexed before but not listed now: kept, unless pruning.
+        for source in kept:
+            if source in seen_sources:
+                continue
+            if prune:
+                report.files.append(FileResult(source, "removed", old_files.get(source, {}).get("pages", 0)))
+            else:
+                files_meta[source] = old_files[source]
+
+        changed = bool(new_chunks) or any(f.status == "removed" for f in report.files) or existing is None
+        if not changed:
+            index = existing
+        else:
+            index = _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress,
+                           segment, report)
+        report.changed = changed
+        report.chunk_count = len(index.chunks) if index else 0
+        report.document_count = len(index.manifest.files) if index else 0
+        report.page_count = index.manifest.page_count if index else 0
+    report.seconds = time.perf_counter() - t0
+    if log:
+        log(report.summary())
+    return report
+
+
+def read_document(path: Path, settings: Settings, *, source: str, index_dir: Path | None = None):
+    """Load one file and clean its pages (the same steps for every format)."""
+    from .load import load_file
+    from .normalise import clean_pages
+
+    doc = load_file(path, settings, source=source)
+    doc.pages = clean_pages(doc.pages)
+    return doc
+
+
+def _open_existing(settings: Settings, spec: EmbedSpec, directory: Path) -> Index | None:
+    try:
+        return Index.open(settings, spec, directory=directory)
+    except ReindexRequired as e:
+        raise ReindexRequired(f"{e} (`rag ingest --rebuild` replaces it)") from e
+    except IndexError_ as e:
+        if e.code == "index_missing":
+            return None
+        raise
+
+
+def _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress, segment, report):
+    # Order: sources sorted, chunks in document order; reuse vectors/tokens of unchanged chunks.
+    ordered: list[Chunk] = []
+    reuse_rows: list[int | None] = []
+    for source in sorted(files_meta):
+        if source in new_chunks:
+            for c in new_chunks[source]:
+                row = existing.by_id.get(c.id) if existing else None
+                ordered.append(c)
+                reuse_rows.append(row)
+        else:
+            for row in kept.get(source, []):
+                ordered.append(existing.chunks[row])
+                reuse_rows.append(row)
+    todo = [i for i, r in enumerate(reuse_rows) if r is None]
+    if todo and embedder is None:
+        embedder = Embedder.load(settings)
+    dim = embedder.dimension if embedder else existing.vectors.shape[1]
+    vectors = np.zeros((len(ordered), dim), dtype=np.float32)
+    tokens: list[list[str]] = [[] for _ in ordered]
+    for i, row in enumerate(reuse_rows):
+        if row is not None:
+            vectors[i] = existing.vectors[row]
+            tokens[i] = existing.tokens[row]
+    if todo:
+        texts = [ordered[i].full_text for i in todo]
+        vectors[todo] = embedder.embed_passages(texts, show_progress=progress)
+        for i, text in zip(todo, texts):
+            tokens[i] = segment(text)
+    report.embedded = len(todo)
+    manifest = make_manifest(spec, dim, ordered, files_meta,
+                             existing.manifest.created_at if existing else None, new_collection_name(settings))
+    return write_index(settings, manifest, ordered, vectors, tokens, directory=directory)
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", leave=False)
+
+
+def demo_paths() -> list[Path]:
+    """The bundled demo regulations (a fictional university), shipped as package data."""
+    from importlib import resources
+
+    root = resources.files("rag.demo")
+    return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".md"))
+
+
+def ensure_demo_index(settings: Settings, embedder: Embedder | None = None, progress: bool = False) -> Path:
+    """Build the demo index in the default location if it is missing; return its directory."""
+    directory = settings.resolved_index_dir()
+    if not (directory / "manifest.json").exists():
+        ingest(demo_paths(), settings, embedder=embedder, directory=directory, progress=progress)
+    return directory

@@ -1,0 +1,177 @@
+"""The pipeline: one request in, one Answer (or a stream of events) out.
+
+``Pipeline.from_settings(settings)`` does all heavy loading (embedder, index,
+reranker, LLM and adapter) once; the CLI command, the Cog runner's ``setup()``
+and the RunPod worker call it and then only translate I/O. ``answer()`` and
+``stream()`` retrieve, gate on relevance (refusing before any LLM is called),
+then answer extractively or with the LLM.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+from .config import Settings
+from .embed import Embedder
+from .errors import RagError
+from .extractive import extractive_answer
+from .index import Index
+from .request import AskRequest
+from .retrieve import REFUSAL, Retrieval, Retriever
+from .types import Answer, Citation, Hit
+
+
+@dataclass
+class Delta:
+    """A piece of answer text, in order."""
+
+    text: str
+
+
+@dataclass
+class Final:
+    """The last event of a stream: the whole answer with citations, usage and timings."""
+
+    answer: Answer
+
+
+Event = Union[Delta, Final]
+
+_ARTICLE_REF = re.compile(r"Điều\s+(\d+[a-zđ]?)", re.IGNORECASE)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, index: Index, embedder: Embedder, generator=None, reranker=None):
+        self.settings = settings
+        self.index = index
+        self.embedder = embedder
+        self.generator = generator
+        self.retriever = Retriever(index, embedder, settings, reranker)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, index_dir: Path | None = None, embedder: Embedder | None = None,
+                      generator=None, load_llm: bool = True, progress: bool = False) -> "Pipeline":
+        """Load everything a deployment needs; a missing or mismatched piece raises a RagError saying what to set.
+
+        With no index directory configured, the bundled demo regulations are indexed on first use.
+        """
+        from .ingest import ensure_demo_index
+
+        if index_dir is not None:
+            settings = settings.with_(index_dir=Path(index_dir))
+        embedder = embedder or Embedder.load(settings)
+        if settings.index_dir is None and not settings.chroma_url:
+            ensure_demo_index(settings, embedder=embedder, progress=progress)
+        index = Index.open(settings, embedder.spec)
+        reranker = Retriever.load_reranker(settings)
+        if generator is None and load_llm and settings.llm:
+            from .generate import Generator
+
+            generator = Generator.load(settings)
+        return cls(settings, index, embedder, generator, reranker)
+
+    # -- retrieval only ---------------------------------------------------------------------------
+    def search(self, question: str, top_k: int | None = None) -> Retrieval:
+        req = AskRequest(question=question, top_k=top_k or self.settings.top_k).validate(self.settings)
+        return self.retriever.search(req.question, req.top_k)
+
+    # -- answers ----------------------------------------------------------------------------------
+    def answer(self, request: AskRequest | dict, cancel: threading.Event | None = None) -> Answer:
+        final = None
+        for event in self.stream(request, cancel=cancel):
+            if isinstance(event, Final):
+                final = event.answer
+        assert final is not None
+        return final
+
+    def stream(self, request: AskRequest | dict, cancel: threading.Event | None = None) -> Iterator[Event]:
+        req = request if isinstance(request, AskRequest) else AskRequest.from_dict(request, self.settings)
+        req.validate(self.settings)
+        t0 = time.perf_counter()
+        retrieval = self.retriever.search(_retrieval_query(req), req.top_k)
+        timings = dict(retrieval.timings)
+        if retrieval.refused or self.generator is None:
+            answer = extractive_answer(retrieval)
+            answer.timings = {**timings, "total_ms": (time.perf_counter() - t0) * 1000}
+            yield Delta(answer.text)
+            yield Final(answer)
+            return
+        yield from self._generate(req, retrieval, timings, t0, cancel)
+
+    def _generate(self, req: AskRequest, retrieval: Retrieval, timings: dict, t0: float,
+                  cancel: threading.Event | None) -> Iterator[Event]:
+        from .prompt import build_prompt, passages_from_hits
+
+        gen = self.generator
+        built = build_prompt(
+            gen.tokenizer, question=req.question, passages=passages_from_hits(retrieval.hits),
+            history=req.history, system_prompt=req.system_prompt or self.settings.system_prompt,
+            context_tokens=gen.context_tokens, max_new_tokens=req.max_new_tokens,
+        )
+        used_ids = {p.id for p in built.used}
+        used_hits = [h for h in retrieval.hits if h.chunk.id in used_ids]
+        run = gen.stream(built.text, req, cancel=cancel)
+        pieces: list[str] = []
+        for delta in run:
+            pieces.append(delta)
+            yield Delta(delta)
+        text = "".join(pieces).strip()
+        citations, unsupported = cite(text, used_hits)
+        refused = text.startswith(REFUSAL.rstrip(".")) or not text
+        usage = dict(getattr(run, "usage", {}) or {})
+        gen_timings = dict(getattr(run, "timings", {}) or {})
+        if "first_token_ms" in gen_timings:
+            gen_timings["first_token_ms"] += timings.get("retrieve_ms", 0.0)
+        answer = Answer(
+            text=text, refused=refused, citations=[] if refused else citations, hits=retrieval.hits, usage=usage,
+            timings={**timings, **gen_timings, "total_ms": (time.perf_counter() - t0) * 1000},
+            unsupported_citations=unsupported, dropped_passages=[p.id for p in built.dropped], mode="llm",
+            finish_reason=getattr(run, "finish_reason", None),
+        )
+        yield Final(answer)
+
+    def warmup(self) -> None:
+        """A tiny end-to-end pass so the first real request is not the one that pays for lazy loading."""
+        self.retriever.search("điều kiện tốt nghiệp", 1)
+        if self.generator is not None:
+            self.generator.warmup()
+
+
+def _retrieval_query(req: AskRequest) -> str:
+    """Follow-up questions ("còn học kỳ hè thì sao?") are retrieved with the previous user turn attached."""
+    previous = [t["content"] for t in req.history if t["role"] == "user"]
+    if previous and len(req.question) < 80:
+        return f"{previous[-1]}\n{req.question}"
+    return req.question
+
+
+def cite(text: str, used: list[Hit]) -> tuple[list[Citation], list[str]]:
+    """Citations are only ever of passages the model was given.
+
+    The Điều the answer names are matched against those passages; one it names that
+    was not retrieved is returned as unsupported, never as a source. An answer that
+    names no Điều cites the passages it was given.
+    """
+    named = [m.group(1).lower() for m in _ARTICLE_REF.finditer(text)]
+    by_article: dict[str, list[Hit]] = {}
+    for h in used:
+        if h.chunk.article:
+            by_article.setdefault(h.chunk.article.lower(), []).append(h)
+    cited: list[Hit] = []
+    unsupported: list[str] = []
+    for a in dict.fromkeys(named):
+        if a in by_article:
+            cited.extend(h for h in by_article[a] if h not in cited)
+        else:
+            unsupported.append(f"Điều {a}")
+    if not named:
+        cited = list(used)
+    return [h.chunk.citation() for h in cited], unsupported
+
+
+__all__ = ["Pipeline", "Delta", "Final", "Event", "cite", "RagError"]
