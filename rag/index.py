@@ -82,10 +82,10 @@ class Manifest:
 
 
 def _versions() -> tuple[str, str]:
-    from .chunk import CHUNKER_VERSION
+    from . import chunk
     from .normalise import NORMALISER_VERSION
 
-    return NORMALISER_VERSION, CHUNKER_VERSION
+    return NORMALISER_VERSION, getattr(chunk, "CHUNKER_VERSION", "1")
 
 
 def corpus_hash(chunk_ids: list[str]) -> str:
@@ -198,6 +198,8 @@ class Index:
 def build_bm25(tokens: list[list[str]]):
     import bm25s
 
+    if not tokens:
+        return None
     bm25 = bm25s.BM25()
     # bm25s cannot index an all-empty corpus; an empty token list gets a placeholder that no query contains.
     bm25.index([t if t else ["\u2400"] for t in tokens], show_progress=False)
@@ -377,8 +379,9 @@ def write_index(settings: Settings, manifest: Manifest, chunks: list[Chunk], vec
         finally:
             _release(client)
         bm25 = build_bm25(tokens)
-        bm25.save(str(tmp / "bm25"), show_progress=False)
-        (tmp / "bm25" / "ids.json").write_text(json.dumps([c.id for c in chunks]))
+        if bm25 is not None:
+            bm25.save(str(tmp / "bm25"), show_progress=False)
+            (tmp / "bm25" / "ids.json").write_text(json.dumps([c.id for c in chunks]))
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
         _swap_in(tmp, directory, tag)
     except BaseException:

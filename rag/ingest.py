@@ -161,8 +161,10 @@ def ingest(
             else:
                 files_meta[source] = old_files[source]
 
-        changed = bool(new_chunks) or any(f.status == "removed" for f in report.files) or existing is None
-        if not changed:
+        changed = bool(new_chunks) or any(f.status == "removed" for f in report.files)
+        if existing is None and not new_chunks:
+            index, changed = None, False  # nothing readable: do not create an empty index
+        elif not changed:
             index = existing
         else:
             index = _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress,

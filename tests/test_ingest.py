@@ -1,0 +1,114 @@
+"""Ingest end to end on small real files: incremental updates, bad files, nothing lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.errors import InputError
+from rag.index import Index
+from rag.ingest import demo_paths, ingest
+
+REG_A = """# Quy định thử nghiệm A
+
+Chương I
+QUY ĐỊNH CHUNG
+
+Điều 1. Phạm vi điều chỉnh
+Quy định này áp dụng cho sinh viên hệ chính quy của trường.
+
+Điều 2. Thời gian học tập
+1. Thời gian học tập tối đa là 6 năm đối với chương trình cử nhân.
+2. Sinh viên được nghỉ học tạm thời tối đa 2 học kỳ.
+"""
+
+REG_B = """# Quy định thử nghiệm B
+
+Điều 1. Học bổng
+Sinh viên có điểm trung bình học kỳ từ 3,2 trở lên được xét học bổng khuyến khích.
+"""
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "a.md").write_text(REG_A, encoding="utf-8")
+    (d / "b.md").write_text(REG_B, encoding="utf-8")
+    return d
+
+
+def _run(paths, settings, embedder, **kw):
+    return ingest([str(p) for p in paths], settings, embedder=embedder, progress=False, **kw)
+
+
+def test_ingest_is_incremental(corpus, tmp_path, embedder, settings_factory):
+    s = settings_factory(tmp_path / "idx")
+    first = _run([corpus], s, embedder)
+    assert first.ok and first.changed and first.count("added") == 2
+    ids_before = {c.id for c in Index.open(s).chunks}
+    assert len(ids_before) == first.chunk_count >= 3
+
+    again = _run([corpus], s, embedder)
+    assert not again.changed and again.count("unchanged") == 2 and again.embedded == 0
+    assert {c.id for c in Index.open(s).chunks} == ids_before
+
+    (corpus / "b.md").write_text(REG_B.replace("3,2", "3,5"), encoding="utf-8")
+    changed = _run([corpus], s, embedder)
+    assert changed.count("updated") == 1 and changed.count("unchanged") == 1
+    assert changed.embedded == 1  # only the changed chunk is embedded again
+    texts = " ".join(c.text for c in Index.open(s).chunks)
+    assert "3,5" in texts and "3,2" not in texts
+
+    (corpus / "a.md").unlink()
+    kept = _run([corpus], s, embedder)
+    assert any(c.source.endswith("a.md") for c in Index.open(s).chunks), "without --prune old files stay"
+    pruned = _run([corpus], s, embedder, prune=True)
+    assert pruned.count("removed") == 1
+    assert not any(c.source.endswith("a.md") for c in Index.open(s).chunks)
+    assert kept.ok and pruned.ok
+
+
+def test_bad_file_is_reported_and_others_indexed(corpus, tmp_path, embedder, settings_factory):
+    s = settings_factory(tmp_path / "idx")
+    _run([corpus], s, embedder)
+    before = {c.id for c in Index.open(s).chunks if c.source.endswith("b.md")}
+    (corpus / "b.md").write_bytes(b"")  # b.md becomes empty: it fails, its old version stays
+    (corpus / "c.pdf").write_bytes(b"%PDF-1.4 garbage")
+    (corpus / "notes.xyz").write_text("x")
+    report = _run([corpus], s, embedder)
+    assert not report.ok
+    failed = {f.source.split("/")[-1]: f for f in report.failed}
+    assert set(failed) == {"b.md", "c.pdf"}
+    assert "empty" in failed["b.md"].reason and "previously indexed version is kept" in failed["b.md"].reason
+    assert "PDF" in failed["c.pdf"].reason
+    assert any(f.status == "skipped" and f.source.endswith("notes.xyz") for f in report.files)
+    after = {c.id for c in Index.open(s).chunks if c.source.endswith("b.md")}
+    assert after == before
+
+
+def test_size_limit_names_the_setting(corpus, tmp_path, embedder, settings_factory):
+    s = settings_factory(tmp_path / "idx", max_file_mb=0.0001)
+    report = _run([corpus / "a.md"], s, embedder)
+    assert not report.ok and "RAG_MAX_FILE_MB" in report.failed[0].reason
+
+
+def test_missing_path_and_empty_folder(tmp_path, embedder, settings_factory):
+    s = settings_factory(tmp_path / "idx")
+    with pytest.raises(InputError, match="no such file or folder"):
+        _run([tmp_path / "missing"], s, embedder)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(InputError, match="no supported files"):
+        _run([tmp_path / "empty"], s, embedder)
+    assert not (tmp_path / "idx").exists()
+
+
+def test_demo_corpus_is_a_real_regulation_set(demo_index_dir, settings_factory):
+    index = Index.open(settings_factory(demo_index_dir))
+    titles = {f["title"] for f in index.manifest.files.values()}
+    assert len(demo_paths()) == 3 and len(titles) == 3
+    articles = {(c.document, c.article) for c in index.chunks if c.article}
+    assert len(articles) >= 40
+    warn = [c for c in index.chunks if c.article == "10" and c.document.startswith("Quy chế đào tạo")]
+    assert len(warn) >= 2, "the long Điều 10 is split at Khoản"
+    assert all("Điều 10. Cảnh báo học tập" in c.header and "Chương II" in c.header for c in warn)
