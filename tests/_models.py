@@ -11,6 +11,7 @@ stops, seeds, cancellation, loading errors), not answer quality.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -137,14 +138,19 @@ def make_adapter(base_model, directory: Path, base_name: str, seed: int = 1) -> 
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
-    peft_model = get_peft_model(base_model, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft 0.21 calls a deprecated transformers 5 helper
+        peft_model = get_peft_model(base_model, cfg)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     peft_model.peft_config["default"].base_model_name_or_path = base_name
-    peft_model.save_pretrained(directory)
+    with warnings.catch_warnings():
+        # the recorded base path may not exist (the mismatch fixture); peft only warns about it
+        warnings.simplefilter("ignore", UserWarning)
+        peft_model.save_pretrained(directory)
     # get_peft_model wraps the base in place; undo it so the caller's model stays clean
     peft_model.unload()
     return directory

@@ -1,0 +1,611 @@
+"""Text generation with a transformers causal LM, optionally quantized, with a LoRA adapter.
+
+``Generator.load(settings)`` builds the model once (in a wrapper's ``setup()``);
+``Generator.stream(prompt_text, request)`` returns a ``Generation``: iterate it
+for text deltas, then read ``.text``, ``.usage``, ``.timings`` and
+``.finish_reason``. Prompts come from ``rag.prompt.build_prompt``; this module
+only encodes them (with ``rag.prompt.encode_prompt``) and decodes.
+
+Concurrency: ``model.generate`` runs in a background thread, under one lock per
+Generator, so one generation runs at a time per model (simple and memory-safe
+on one GPU); a second stream waits for the lock in its own thread, still
+cancellable, and never blocks the caller's thread, so retrieval for other
+requests goes on. Sampling uses a private ``torch.Generator`` per request, so a
+seed gives the same text whatever other threads do with the global RNG.
+
+Out of scope: batching many requests into one forward pass (use vLLM for
+that), beam search, batch size > 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Settings
+from .errors import ConfigError, InputError, ModelError
+from .prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, build_prompt, encode_prompt
+from .request import AskRequest
+
+DEFAULT_CONTEXT_CAP = 8192  # when RAG_CONTEXT_TOKENS is unset: keeps KV memory sane on laptops
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+# --------------------------------------------------------------------------- loading helpers
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"RAG_DEVICE={name!r} but no CUDA GPU is visible: set RAG_DEVICE=cpu or auto.")
+    return name
+
+
+def _locate(ref: str, var: str) -> Path | None:
+    """A local directory, or None for a Hugging Face id; a missing path is an error."""
+    p = Path(ref).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{var}={ref!r} is a file; point it at the model's directory.", code="model_not_found")
+        return p
+    if _HUB_ID.fullmatch(ref) and ".." not in ref:
+        return None
+    raise ModelError(
+        f"{var}={ref!r}: no such directory, and it is not a Hugging Face id (owner/name). "
+        "Check the path (is the volume mounted, the model baked into the image?).",
+        code="model_not_found",
+    )
+
+
+def _has_safetensors(d: Path) -> bool:
+    return any(d.glob("*.safetensors")) or any(d.glob("*.safetensors.index.json"))
+
+
+def _has_pickle(d: Path) -> bool:
+    return any(d.glob("*.bin")) or any(d.glob("*.bin.index.json")) or any(d.glob("*.pt")) or any(d.glob("*.pth"))
+
+
+def _refuse_pickle(d: Path, var: str) -> None:
+    raise ModelError(
+        f"{var}={str(d)!r} has only pickle weights (.bin/.pt), which can run code when loaded. "
+        "Convert them to safetensors, or set RAG_ALLOW_PICKLE=1 only if you trust where the files came from.",
+        code="pickle_weights",
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _check_prompt_format(d: Path | None, var: str) -> None:
+    if d is None or not (d / PROMPT_META_FILE).exists():
+        return
+    version = _read_json(d / PROMPT_META_FILE).get("prompt_format_version")
+    if version and version != PROMPT_FORMAT_VERSION:
+        raise ModelError(
+            f"{var}={str(d)!r} was trained on prompt format {version!r}, but this code builds "
+            f"{PROMPT_FORMAT_VERSION!r}: retrain the adapter, or serve it with the matching release of rag.",
+            code="prompt_format_mismatch",
+        )
+
+
+def _max_positions(config: Any, tokenizer: Any) -> int | None:
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length", "max_sequence_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    v = getattr(tokenizer, "model_max_length", None)
+    return v if isinstance(v, int) and 0 < v < 10_000_000 else None
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    s = " ".join(str(e).split())
+    return s if len(s) <= limit else s[:limit] + "…"
+
+
+# --------------------------------------------------------------------------- generation internals
+
+
+def _make_sampler(temperature: float, top_p: float, top_k: int, seed: int):
+    import torch
+    from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    class SeededSampler(LogitsProcessor):
+        """Samples the next token with a private torch.Generator, then leaves only that token
+        selectable, so generate()'s greedy step picks it. The global RNG is never used."""
+
+        def __init__(self):
+            self.warpers = [TemperatureLogitsWarper(temperature)]
+            if top_k:
+                self.warpers.append(TopKLogitsWarper(top_k=top_k))
+            if top_p < 1.0:
+                self.warpers.append(TopPLogitsWarper(top_p=top_p))
+            self.rng: torch.Generator | None = None
+
+        def __call__(self, input_ids, scores):
+            for w in self.warpers:
+                scores = w(input_ids, scores)
+            if self.rng is None or self.rng.device != scores.device:
+                self.rng = torch.Generator(device=scores.device)
+                self.rng.manual_seed(seed)
+            probs = torch.softmax(scores.float(), dim=-1)
+            chosen = torch.multinomial(probs, num_samples=1, generator=self.rng)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, chosen, 0.0)
+
+    return SeededSampler()
+
+
+def _make_criteria(tokenizer, prompt_len: int, stops: list[str], should_stop):
+    import torch
+    from transformers import StoppingCriteria
+
+    class Cancel(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
+
+    class StopText(StoppingCriteria):
+        """Decodes only the tail of the output: enough tokens for the longest stop string even
+        when a Vietnamese letter is split over several byte-level tokens."""
+
+        def __init__(self):
+            self.tail = 4 * max(len(s) for s in stops) + 8
+            self.hit = False
+
+        def __call__(self, input_ids, scores, **kwargs):
+            tail_ids = input_ids[0, prompt_len:][-self.tail :]
+            text = tokenizer.decode(tail_ids, skip_special_tokens=True)
+            hit = any(s in text for s in stops)
+            self.hit = self.hit or hit
+            return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
+
+    criteria = [Cancel()]
+    stop_text = StopText() if stops else None
+    if stop_text is not None:
+        criteria.append(stop_text)
+    return criteria, stop_text
+
+
+def _first_stop(text: str, stops: list[str], start: int) -> int | None:
+    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of ``text`` that could be the start of a stop string."""
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
+
+
+@dataclass
+class _Plan:
+    input_ids: list[int]
+    max_new_tokens: int
+    stops: list[str]
+    sampling: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    seed: int | None
+
+
+class Generation:
+    """One streamed generation. Iterate once for text deltas; afterwards read
+    ``text``, ``usage`` ({prompt_tokens, completion_tokens}), ``timings`` (first_token_ms,
+    total_ms, tokens_per_s) and ``finish_reason`` ("stop", "length", "cancelled").
+
+    The worker thread starts on the first ``next()`` and is always joined: when the
+    stream ends, when the consumer stops early (``break`` out of a ``for`` loop,
+    ``close()``, or leaving a ``with`` block), or after ``cancel()``, which may be called
+    from any thread. ``close()`` belongs to the consuming thread.
+    """
+
+    def __init__(self, owner: "Generator", plan: _Plan, cancel: threading.Event | None):
+        self._owner = owner
+        self._plan = plan
+        self._cancel = cancel if cancel is not None else threading.Event()
+        self._abandon = threading.Event()  # set when the consumer leaves early
+        self._iterator: weakref.ref | None = None
+        self._thread: threading.Thread | None = None
+        self._output_ids: list[int] = []
+        self._error: BaseException | None = None
+        self.text = ""
+        self.seed = plan.seed
+        self.usage = {"prompt_tokens": len(plan.input_ids), "completion_tokens": 0}
+        self.timings: dict[str, float] = {}
+        self.finish_reason: str | None = None
+
+    # -- consumer side
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iterator is not None:
+            raise RuntimeError("a Generation can be iterated only once; read .text for the result")
+        it = self._run()
+        # Only a weak reference: a consumer that breaks out of its loop drops the last
+        # reference, CPython closes the generator at once and its finally joins the thread.
+        self._iterator = weakref.ref(it)
+        return it
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Stop generating (if still running) and wait for the worker thread."""
+        it = self._iterator() if self._iterator is not None else None
+        if it is not None:
+            it.close()  # runs _run's finally: abandon + join
+        if self._thread is not None:
+            self._thread.join()
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+
+    def read(self) -> str:
+        """Consume the whole stream (if not iterated yet) and return the final text."""
+        if self._iterator is None:
+            for _ in self:
+                pass
+        else:
+            self.close()
+        return self.text
+
+    def __enter__(self) -> "Generation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def _should_stop(self) -> bool:
+        return self._cancel.is_set() or self._abandon.is_set()
+
+    def _run(self) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        plan, tok = self._plan, self._owner.tokenizer
+        t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+
+        class Streamer(TextIteratorStreamer):
+            def put(self, value):
+                if not self.next_tokens_are_prompt:
+                    now = time.perf_counter()
+                    marks.setdefault("first", now)
+                    marks["last"] = now
+                super().put(value)
+
+        streamer = Streamer(tok, skip_prompt=True, skip_special_tokens=True)
+        criteria, stop_text = _make_criteria(tok, len(plan.input_ids), plan.stops, self._should_stop)
+        self._thread = threading.Thread(
+            target=self._work, args=(streamer, criteria), name="rag-generate", daemon=True
+        )
+        self._thread.start()
+
+        stops, longest = plan.stops, max((len(s) for s in plan.stops), default=0)
+        buf, emitted, hit_stop, completed = "", 0, False, False
+        try:
+            for piece in streamer:
+                if not piece:
+                    continue
+                buf += piece
+                if stops:
+                    cut = _first_stop(buf, stops, max(0, emitted - longest))
+                    if cut is not None:
+                        hit_stop = True
+                        if cut > emitted:
+                            delta, emitted = buf[emitted:cut], cut
+                            self.text = buf[:emitted]
+                            yield delta
+                        break
+                safe = len(buf) - _held_back(buf, stops) if stops else len(buf)
+                if safe > emitted:
+                    delta, emitted = buf[emitted:safe], safe
+                    self.text = buf[:emitted]
+                    yield delta
+            else:
+                if emitted < len(buf):  # the stream ended: a held-back tail is not a stop after all
+                    delta, emitted = buf[emitted:], len(buf)
+                    self.text = buf
+                    yield delta
+            completed = True
+        finally:
+            if not completed:
+                self._abandon.set()
+            self._thread.join()
+            self._finish(t0, marks, hit_stop or (stop_text is not None and stop_text.hit))
+        if self._error is not None:
+            self.finish_reason = "error"
+            raise ModelError(f"generation failed: {_short(self._error)}", code="generation_failed") from self._error
+
+    def _finish(self, t0: float, marks: dict[str, float], hit_stop: bool) -> None:
+        plan, ids = self._plan, self._output_ids
+        n = len(ids)
+        self.usage = {"prompt_tokens": len(plan.input_ids), "completion_tokens": n}
+        total = time.perf_counter() - t0
+        first, last = marks.get("first"), marks.get("last")
+        self.timings = {"total_ms": total * 1000.0}
+        if first is not None:
+            self.timings["first_token_ms"] = (first - t0) * 1000.0
+        # decode speed after the first token (prefill excluded)
+        self.timings["tokens_per_s"] = (n - 1) / (last - first) if n > 1 and last and first and last > first else 0.0
+        if hit_stop or (ids and ids[-1] in self._owner.eos_token_ids):
+            self.finish_reason = "stop"
+        elif self._should_stop():
+            self.finish_reason = "cancelled"
+        elif n >= plan.max_new_tokens:
+            self.finish_reason = "length"
+        else:
+            self.finish_reason = "stop"
+
+    # -- worker side
+
+    def _work(self, streamer, criteria) -> None:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        owner, plan = self._owner, self._plan
+        try:
+            # Wait for the model, staying cancellable while another request generates.
+            while not owner._lock.acquire(timeout=0.05):
+                if self._should_stop():
+                    return
+            try:
+                if self._should_stop():
+                    return
+                processors = LogitsProcessorList()
+                if plan.sampling:
+                    processors.append(_make_sampler(plan.temperature, plan.top_p, plan.top_k, plan.seed))
+                # Sampling is done by our processor, so generate() always runs its greedy loop;
+                # neutral values stop the model's own generation_config defaults from leaking in.
+                config = GenerationConfig(
+                    max_new_tokens=plan.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    temperature=1.0,
+                    top_p=1.0,
+                    top_k=50,  # the library default: ignored by greedy, and not flagged as unused
+                    repetition_penalty=plan.repetition_penalty,
+                    eos_token_id=owner.eos_token_ids,
+                    pad_token_id=owner.pad_token_id,
+                )
+                input_ids = torch.tensor([plan.input_ids], device=owner.input_device)
+                with torch.inference_mode():
+                    out = owner.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        generation_config=config,
+                        logits_processor=processors,
+                        stopping_criteria=StoppingCriteriaList(criteria),
+                        streamer=streamer,
+                    )
+                self._output_ids = out[0, len(plan.input_ids) :].tolist()
+            finally:
+                owner._lock.release()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
+            self._error = e
+        finally:
+            streamer.end()  # a second end() after generate's own only adds a stop signal nobody reads
+
+
+# --------------------------------------------------------------------------- the generator
+
+
+class Generator:
+    """A loaded model + tokenizer. Build with ``load(settings)`` or inject a model directly."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_id: str,
+        context_tokens: int,
+        adapter_id: str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.adapter_id = adapter_id
+        self.context_tokens = context_tokens
+        self._lock = threading.Lock()
+        self.eos_token_ids = self._eos_ids()
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0] if self.eos_token_ids else 0
+
+    @property
+    def input_device(self):
+        return self.model.get_input_embeddings().weight.device
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for v in (gen_eos if isinstance(gen_eos, list) else [gen_eos]) + [self.tokenizer.eos_token_id]:
+            if isinstance(v, int) and v not in ids:
+                ids.append(v)
+        # A chat model ends its turn with the template's end-of-turn marker even when
+        # the tokenizer's eos is another token (Llama 3's <|eot_id|>, Gemma's <end_of_turn>).
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        vocab = self.tokenizer.get_vocab()
+        for marker in END_OF_TURN_MARKERS:
+            if marker in template and marker in vocab and vocab[marker] not in ids:
+                ids.append(vocab[marker])
+        return ids
+
+    @classmethod
+    def load(cls, settings: Settings) -> "Generator":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+        if not settings.llm:
+            raise ConfigError("RAG_LLM is not set: name a local model directory or a Hugging Face id.")
+        base_dir = _locate(settings.llm, "RAG_LLM")
+        adapter_dir = _locate(settings.adapter, "RAG_ADAPTER") if settings.adapter else None
+        if base_dir is not None:
+            if not (base_dir / "config.json").exists() and (base_dir / "adapter_config.json").exists():
+                raise ModelError(
+                    f"RAG_LLM={settings.llm!r} is a LoRA adapter, not a model: set RAG_ADAPTER to it and "
+                    f"RAG_LLM to its base ({_read_json(base_dir / 'adapter_config.json').get('base_model_name_or_path')!r}).",
+                    code="model_not_found",
+                )
+            if not settings.allow_pickle and not _has_safetensors(base_dir) and _has_pickle(base_dir):
+                _refuse_pickle(base_dir, "RAG_LLM")
+        if adapter_dir is not None and not settings.allow_pickle:
+            if not _has_safetensors(adapter_dir) and _has_pickle(adapter_dir):
+                _refuse_pickle(adapter_dir, "RAG_ADAPTER")
+        _check_prompt_format(base_dir, "RAG_LLM")
+        _check_prompt_format(adapter_dir, "RAG_ADAPTER")
+
+        device = resolve_device(settings.device)
+        on_cuda = device.startswith("cuda")
+        dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_cuda else torch.float32
+        hub = {"token": settings.hf_token} if settings.hf_token else {}
+        common = dict(trust_remote_code=settings.trust_remote_code, **hub)
+
+        quant = None
+        if settings.quantization == "4bit":
+            quant = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+            )
+        elif settings.quantization == "8bit":
+            quant = BitsAndBytesConfig(load_in_8bit=True)
+
+        # The adapter's folder wins when training saved the tokenizer there: it carries the
+        # chat template the adapter was trained with.
+        tok_source = str(adapter_dir) if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else settings.llm
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tok_source, **common)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"could not load the tokenizer from {tok_source!r}: {_short(e)}", code="model_load_failed") from e
+
+        kwargs: dict[str, Any] = dict(
+            dtype=dtype,
+            device_map={"": device},
+            use_safetensors=None if settings.allow_pickle else True,
+            **common,
+        )
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+        try:
+            model = AutoModelForCausalLM.from_pretrained(settings.llm, **kwargs)
+        except ImportError as e:
+            raise ModelError(
+                f"RAG_QUANTIZATION={settings.quantization} needs a working bitsandbytes ({_short(e)}): "
+                "install it, or set RAG_QUANTIZATION=none.",
+                code="model_load_failed",
+            ) from e
+        except Exception as e:  # noqa: BLE001
+            hint = (
+                " The model has no safetensors weights: set RAG_ALLOW_PICKLE=1 only if you trust its files."
+                if "safetensors" in str(e) and not settings.allow_pickle
+                else " If it is a local path, check it exists; if a Hugging Face id, check the name, the network and HF_TOKEN."
+            )
+            raise ModelError(f"could not load RAG_LLM={settings.llm!r}: {_short(e)}.{hint}", code="model_load_failed") from e
+
+        if settings.adapter:
+            model = _load_adapter(model, settings, adapter_dir, hub)
+        model.eval()
+
+        vocab_rows = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab_rows:
+            raise ModelError(
+                f"the tokenizer from {tok_source!r} has {len(tokenizer)} tokens but the model's embeddings have "
+                f"{vocab_rows} rows: tokenizer and model do not belong together.",
+                code="model_mismatch",
+            )
+
+        max_pos = _max_positions(model.config, tokenizer)
+        if settings.context_tokens:
+            ctx = min(settings.context_tokens, max_pos) if max_pos else settings.context_tokens
+        else:
+            ctx = min(max_pos or 4096, DEFAULT_CONTEXT_CAP)
+        return cls(model, tokenizer, model_id=settings.llm, context_tokens=ctx, adapter_id=settings.adapter)
+
+    # -- generation
+
+    def plan(self, prompt_text: str, request: AskRequest) -> _Plan:
+        ids = encode_prompt(self.tokenizer, prompt_text)
+        room = self.context_tokens - len(ids)
+        if room <= 0:
+            raise InputError(
+                f"the prompt has {len(ids)} tokens; the model's context is {self.context_tokens}. "
+                "Shorten the question or send fewer passages."
+            )
+        sampling = request.temperature > 0.0
+        seed = request.seed if request.seed is not None else (secrets.randbits(32) if sampling else None)
+        return _Plan(
+            input_ids=ids,
+            max_new_tokens=min(request.max_new_tokens, room),
+            stops=list(request.stop or []),
+            sampling=sampling,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.sampling_top_k,
+            repetition_penalty=request.repetition_penalty,
+            seed=seed,
+        )
+
+    def stream(self, prompt_text: str, request: AskRequest, cancel: threading.Event | None = None) -> Generation:
+        """Start (lazily, on first iteration) a generation; see ``Generation``.
+
+        ``max_new_tokens`` is also capped by what is left of the context after the prompt.
+        """
+        return Generation(self, self.plan(prompt_text, request), cancel)
+
+    def warmup(self) -> Generation:
+        """Render a tiny prompt through the real template and generate one token (fail at boot)."""
+        bp = build_prompt(
+            self.tokenizer, question="Xin chào", passages=[], context_tokens=self.context_tokens, max_new_tokens=1
+        )
+        gen = self.stream(bp.text, AskRequest(question="Xin chào", max_new_tokens=1))
+        gen.read()
+        return gen
+
+
+def _load_adapter(model: Any, settings: Settings, adapter_dir: Path | None, hub: dict) -> Any:
+    from peft import PeftModel
+
+    adapter_cfg = _read_json(adapter_dir / "adapter_config.json") if adapter_dir else {}
+    trained_for = adapter_cfg.get("base_model_name_or_path", "unknown (no adapter_config.json)")
+    if adapter_dir is not None and not (adapter_dir / "adapter_config.json").exists():
+        raise ModelError(
+            f"RAG_ADAPTER={settings.adapter!r} has no adapter_config.json: it is not a PEFT adapter "
+            "(a merged model goes in RAG_LLM instead).",
+            code="adapter_mismatch",
+        )
+    try:
+        return PeftModel.from_pretrained(model, settings.adapter, is_trainable=False, **hub)
+    except Exception as e:  # noqa: BLE001
+        mismatch = "size mismatch" in str(e) or "shape" in str(e).lower()
+        what = "does not fit the base model" if mismatch else "could not be loaded"
+        raise ModelError(
+            f"the adapter RAG_ADAPTER={settings.adapter!r} {what}: it was trained for base "
+            f"{trained_for!r}, but RAG_LLM is {settings.llm!r} ({_short(e, 200)}). "
+            "Set RAG_LLM to the adapter's base model, or use an adapter trained on this base.",
+            code="adapter_mismatch",
+        ) from e
