@@ -1,4 +1,4 @@
-"""The `rag` command: ingest, search, ask, chat, info.
+"""The `rag` command: ingest, search, ask, chat, info, eval.
 
 Exit codes: 0 success; 1 an ingest that indexed some files but failed others;
 2 a usage or input error (the message says what to fix); 3 an index or model
@@ -170,6 +170,37 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import convert_alqac, evaluate, load_dataset, load_report, markdown_summary, write_outputs
+
+    if args.convert_alqac:
+        if args.dataset:
+            raise InputError("give either DATASET.jsonl or --convert-alqac PATH OUT.jsonl, not both.")
+        src, out = args.convert_alqac
+        res = convert_alqac(src, out)
+        print(f"wrote {res['questions']} questions to {res['dataset']}")
+        if res["laws_dir"]:
+            idx = Path(str(res["laws_dir"]).removesuffix("-laws") + "-index")
+            print(f"wrote {res['laws']} laws to {res['laws_dir']}\nnext:\n"
+                  f"  rag ingest '{res['laws_dir']}' --index '{idx}'\n"
+                  f"  rag eval '{res['dataset']}' --index '{idx}' --retrieval-only")
+        return 0
+    if not args.dataset:
+        raise InputError("give a dataset: rag eval DATASET.jsonl (or --convert-alqac PATH OUT.jsonl).")
+    rows = load_dataset(args.dataset)  # before loading models: a bad line fails fast
+    compare = [load_report(p) for p in args.compare or []]
+    pipe = _pipeline(args, load_llm=not args.retrieval_only)
+    report = evaluate(pipe, rows, retrieval_only=args.retrieval_only, top_k=args.top_k,
+                      dataset=Path(args.dataset).name, progress=sys.stderr.isatty())
+    out = Path(args.out) if args.out else Path("rag-eval") / Path(args.dataset).stem
+    paths = write_outputs(report, out, compare)
+    print(markdown_summary([report, *compare]))
+    for kind, path in paths.items():
+        print(f"{kind}: {path}" if path else f"{kind}: skipped (pip install matplotlib for the PNG chart)",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Cited answers from Vietnamese university regulations.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,11 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     index_arg(sp)
     sp.add_argument("--files", action="store_true", help="include per-file details")
     sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset with gold citations")
+    sp.add_argument("dataset", nargs="?", metavar="DATASET.jsonl",
+                    help='one JSON object a line: {"question", "citations": [{"document", "article", "clause"}], '
+                         '"answer", "expected": "answer"|"refuse"} (see docs/eval.md)')
+    index_arg(sp)
+    sp.add_argument("--retrieval-only", action="store_true", dest="retrieval_only",
+                    help="rank metrics, refusal by the relevance gate and latency only; no answers, no LLM")
+    sp.add_argument("--out", metavar="DIR", help="where report.json, summary.md and recall.png go "
+                                                "(default: rag-eval/<dataset name>)")
+    sp.add_argument("--top-k", type=int, dest="top_k", help="passages given to the answer (default: RAG_TOP_K)")
+    sp.add_argument("--compare", action="append", metavar="REPORT.json",
+                    help="an earlier report.json to show next to this run in the table and chart (repeatable)")
+    sp.add_argument("--convert-alqac", nargs=2, metavar=("PATH", "OUT.jsonl"), dest="convert_alqac",
+                    help="convert ALQAC 2023 (its folder or train.json) to a dataset, and its laws to documents "
+                         "in OUT-laws/, then exit")
+    sp.set_defaults(func=cmd_eval)
     return p
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, optional-kernel notices) out of the command's output."""
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars follow this too
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         return args.func(args)
     except KeyboardInterrupt:
