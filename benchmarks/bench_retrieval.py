@@ -5,7 +5,8 @@
 Prints R@1 / R@10 / MRR@10 at article level for: the reference BM25 baselines
 (rank_bm25 defaults over whole articles, syllable tokens and pyvi words — the
 same setup as the reference figures in ../shared/data/README.md, measured here
-in the same run), this project's BM25 alone, dense alone, and the hybrid (RRF).
+in the same run), this project's BM25 alone, dense alone, and the hybrid with
+reciprocal rank fusion and with score fusion (the default).
 Skips with a message when ../shared/data is absent.
 """
 
@@ -21,32 +22,45 @@ import numpy as np  # noqa: E402
 from common import Timer, alqac_documents, alqac_questions, dedupe, machine, rank_metrics, table  # noqa: E402
 
 
-def main() -> None:
+def bm25_reference(tokenizers=("syllables", "pyvi words")) -> dict[str, dict]:
+    """The reference of ../shared/data/README.md: rank_bm25 defaults over whole ALQAC articles (metrics in percent)."""
     from rank_bm25 import BM25Okapi
 
-    from rag.chunk import chunk_document
-    from rag.config import Settings
-    from rag.embed import Embedder
-    from rag.index import make_manifest, write_index
-    from rag.normalise import clean_pages, normalise_text, segment, syllables
-    from rag.retrieve import Retriever
+    from rag.normalise import normalise_text, segment, syllables
 
-    laws, docs = alqac_documents()
+    laws, _ = alqac_documents()
     questions = alqac_questions()
     golds = [g for _, g in questions]
-
-    # Reference: rank_bm25 defaults over whole articles.
     keys = [(law["id"], a["id"]) for law in laws for a in law["articles"]]
     texts = [normalise_text(a["text"]) for law in laws for a in law["articles"]]
-    rows = []
-    for name, tok in (("syllables", syllables), ("pyvi words", segment)):
+    out = {}
+    for name in tokenizers:
+        tok = {"syllables": syllables, "pyvi words": segment}[name]
         bm = BM25Okapi([tok(t) for t in texts])
         ranked = []
         for q, _ in questions:
             s = bm.get_scores(tok(normalise_text(q)))
             ranked.append([keys[i] for i in np.argsort(-s)[:10]])
-        m = rank_metrics(ranked, golds)
-        rows.append([f"reference: rank_bm25 over articles, {name}", *(f"{m[k]:.0f}" for k in ("R@1", "R@10", "MRR@10"))])
+        out[name] = rank_metrics(ranked, golds)
+    return out
+
+
+def main() -> None:
+    from rag.chunk import chunk_document
+    from rag.config import Settings
+    from rag.embed import Embedder
+    from rag.index import make_manifest, write_index
+    from rag.normalise import clean_pages, normalise_text, segment
+    from rag.retrieve import Retriever
+
+    laws, docs = alqac_documents()
+    questions = alqac_questions()
+    golds = [g for _, g in questions]
+    keys = [(law["id"], a["id"]) for law in laws for a in law["articles"]]
+
+    # Reference: rank_bm25 defaults over whole articles.
+    rows = [[f"reference: rank_bm25 over articles, {name}", *(f"{m[k]:.0f}" for k in ("R@1", "R@10", "MRR@10"))]
+            for name, m in bm25_reference().items()]
 
     settings = Settings.from_env({})
     embedder = Embedder.load(settings)
@@ -64,21 +78,25 @@ def main() -> None:
         index = write_index(s, make_manifest(embedder.spec, vecs.shape[1], chunks, files, None, "rag-chunks"),
                             chunks, vecs, tokens)
         retriever = Retriever(index, embedder, s)
+        rrf = Retriever(index, embedder, s.with_(fusion="rrf", dense_weight=1.0))
 
         def art(i):
             c = index.chunks[i]
             return (c.document, c.article)
 
         modes = {"this project: BM25 (pyvi, bm25s) alone": [], "this project: dense alone (all-MiniLM-L6-v2)": [],
-                 "this project: hybrid (RRF)": []}
+                 "this project: hybrid, RRF (equal weights)": [],
+                 "this project: hybrid, score fusion (default)": []}
         for q, _ in questions:
             qn = normalise_text(q)
             lex = index.lexical_scores(segment(qn))
             dense = index.dense_scores(embedder.embed_query(qn))
             modes["this project: BM25 (pyvi, bm25s) alone"].append(dedupe(art(i) for i in np.argsort(-lex)[:50])[:10])
             modes["this project: dense alone (all-MiniLM-L6-v2)"].append(dedupe(art(i) for i in np.argsort(-dense)[:50])[:10])
-            hits = retriever.search(q, 30).hits
-            modes["this project: hybrid (RRF)"].append(dedupe((h.chunk.document, h.chunk.article) for h in hits)[:10])
+            for name, r in (("this project: hybrid, RRF (equal weights)", rrf),
+                            ("this project: hybrid, score fusion (default)", retriever)):
+                hits = r.search(q, 30).hits
+                modes[name].append(dedupe((h.chunk.document, h.chunk.article) for h in hits)[:10])
         for name, ranked in modes.items():
             m = rank_metrics(ranked, golds)
             rows.append([name, *(f"{m[k]:.0f}" for k in ("R@1", "R@10", "MRR@10"))])

