@@ -1,0 +1,8 @@
+"""QLoRA fine-tuning for the regulations chatbot: dataset preparation, training, merge, Replicate trainings.
+
+``training.data`` turns Alpaca, chat and question/answer JSONL into prompt/completion
+records rendered by ``rag.prompt`` (the serving prompt builder); ``training.train_qlora``
+trains a LoRA adapter with TRL's SFTTrainer; ``training.merge_adapter`` merges an adapter
+into its fp16/bf16 base and verifies the result; ``training.replicate_train`` is Cog's
+``train`` entry. Nothing heavy is imported here.
+"""

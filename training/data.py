@@ -1,0 +1,629 @@
+"""Dataset preparation: JSONL rows → prompt/completion records rendered exactly as serving renders them.
+
+Three row shapes are accepted, mixed freely in one or several JSONL files:
+
+* **Alpaca** ``{"instruction", "input", "output"}``. When ``input`` carries a
+  ``CONTEXT:`` block (as ``hust-regulations/sft/sft_dataset.jsonl`` does: ``Văn bản:``,
+  ``Chương:``, ``Điều:``, ``Khoản:``, ``Nội dung:`` lines between ``---`` rules), each
+  ``Văn bản`` becomes one ``rag.prompt.Passage`` labelled in the house citation style
+  ("Điều 2 (…), Khoản 6 — Quy chế đào tạo năm 2025"); the dataset's own system text is
+  dropped (serving uses its own system prompt) and a "Thông tin sinh viên" block is
+  appended to the question. Other non-empty ``input`` becomes one passage; an empty one
+  means "no context" (see QA pairs).
+* **Chat** ``{"messages": [{"role", "content"}, ...]}`` ending with an assistant turn:
+  the last user turn is the question, earlier turns the history; system messages are
+  ignored (counted) because serving uses its own system prompt.
+* **QA pairs** ``{"question", "answer"}``.
+
+Any row may give its context explicitly as ``"passages": [{"label", "text"}, ...]`` or
+``"context": "..."``. Rows without context get passages retrieved from an index with
+rag's own ``Retriever`` (``--index``), so the training prompt is the prompt the model
+will see at serving. Refusals ("N/A" rows, "Xin lỗi, hiện tại mình chưa có thông tin…",
+a context saying no document matched) become the project's refusal sentence
+``rag.prompt.REFUSAL_TEXT``.
+
+Every line is validated before anything is loaded; all problems are reported together
+as ``file:line: what is wrong``. Exact duplicates (same normalised question, answer and
+context) are removed. Records are tokenised with ``rag.prompt.encode_prompt`` (prompt)
+and without special tokens (completion), labels are -100 on every prompt token, and the
+split into train/eval is a seeded shuffle. The report counts rows per shape, refusals,
+duplicates, passages left out for length, completions truncated and rows dropped for
+length, with token-length statistics.
+
+Out of scope: JSON arrays (convert to JSONL), multi-turn targets (only the last
+assistant turn is learned), packing several examples into one sequence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import sys
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.errors import InputError
+from rag.prompt import PROMPT_FORMAT_VERSION, REFUSAL_TEXT, Passage, build_prompt, encode_prompt
+from rag.types import Citation
+
+MAX_REPORTED_ERRORS = 20
+ROLES = ("system", "user", "assistant")
+
+# Openers of a refusal in the Vietnamese datasets this project meets ("Xin lỗi, hiện tại mình chưa có
+# thông tin về câu hỏi…", "Rất tiếc, tài liệu không có quy định…") and bare "N/A" answers.
+REFUSAL_PATTERNS = (
+    re.compile(r"^\s*(n/?a|none|null|không có|không tìm thấy|không có thông tin)\s*[.!]?\s*$", re.IGNORECASE),
+    re.compile(
+        r"^\s*(xin lỗi|rất tiếc)\b[^.!?\n]{0,100}?\b(chưa|không)\s+("
+        r"(có|tìm thấy|tìm được|nắm được)\s+(đủ\s+)?(thông tin|quy định|tài liệu|dữ liệu|nội dung|điều khoản)"
+        r"|quy định|đề cập|nêu)",
+        re.IGNORECASE,
+    ),
+)
+# A CONTEXT block that says nothing matched ("Không có tài liệu quy chế nào trong hệ thống phù hợp…").
+NO_DOCUMENT = re.compile(r"^\s*không có (tài liệu|văn bản|đoạn trích)\b", re.IGNORECASE)
+
+_DOC_LINE = re.compile(r"^Văn bản(?:\s+\d+)?\s*:\s*(.*)$")
+_META_LINE = re.compile(r"^([A-ZĐÀ-Ỹa-zđà-ỹ][^:\n|]{0,40}?)\s*:\s*(.*)$")
+_ARTICLE = re.compile(r"^(?:Điều\s+)?(\d+[a-zđ]?)\s*(?:[.:]\s*(.*))?$", re.IGNORECASE)
+_CLAUSE = re.compile(r"^(?:Khoản\s+)?(\d+[a-zđ]?(?:\s*[-,]\s*\d+[a-zđ]?)*)\.?$", re.IGNORECASE)
+_NOT_GIVEN = re.compile(r"^(không quy định|không có|n/?a|-|)$", re.IGNORECASE)
+_HEADER_KEYS = {"văn bản", "chương", "mục", "điều", "khoản", "điểm"}
+
+
+class DatasetError(InputError):
+    """The dataset files cannot be used as given (fix the file named in the message)."""
+
+    code = "invalid_dataset"
+
+
+class _RowError(Exception):
+    pass
+
+
+@dataclass
+class Example:
+    """One question/answer with its context, before rendering."""
+
+    question: str
+    answer: str
+    passages: list[Passage] | None  # None: retrieve from the index
+    source: str  # "file:line"
+    kind: str  # alpaca | chat | qa
+    history: list[dict[str, str]] = field(default_factory=list)
+    refusal: bool = False
+
+
+@dataclass
+class ReadReport:
+    files: list[str]
+    sha256: str  # of the files' bytes, in the order given
+    rows: int = 0
+    kinds: Counter = field(default_factory=Counter)
+    refusals: int = 0  # rows whose answer is (now) the refusal sentence
+    refusals_mapped: int = 0  # of which rewritten from another wording
+    duplicates: int = 0
+    student_info: int = 0  # "Thông tin sinh viên" blocks appended to the question
+    system_ignored: int = 0  # system messages / system text replaced by the serving system prompt
+    without_context: int = 0  # rows that need retrieval
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["kinds"] = dict(self.kinds)
+        return d
+
+
+# --------------------------------------------------------------------------- reading and validating
+
+
+def file_sha256(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_dataset(paths: Sequence[str | Path], *, map_refusals: bool = True) -> tuple[list[Example], ReadReport]:
+    """Read and validate every line of every file; dedupe. Raises ``DatasetError`` listing all problems."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files = [Path(p).expanduser() for p in paths]
+    if not files:
+        raise DatasetError("no dataset given: pass one or more JSONL files.")
+    for f in files:
+        if not f.exists():
+            raise DatasetError(f"dataset file {str(f)!r} does not exist: check the path.", code="dataset_missing")
+        if f.is_dir():
+            raise DatasetError(f"dataset {str(f)!r} is a directory: pass the JSONL file(s) inside it.",
+                               code="dataset_missing")
+    report = ReadReport(files=[str(f) for f in files], sha256=file_sha256(files))
+    errors: list[str] = []
+    examples: list[Example] = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{f}: not UTF-8 text ({e}); save the file as UTF-8 JSONL.") from e
+        lines = text.splitlines()
+        if not any(line.strip() for line in lines):
+            raise DatasetError(
+                f"dataset file {str(f)!r} is empty: it needs one JSON object per line, e.g. "
+                '{"instruction": "…", "input": "", "output": "…"}.',
+                code="dataset_empty",
+            )
+        if text.lstrip().startswith("["):
+            raise DatasetError(f"{f}: looks like a JSON array; write one JSON object per line (JSONL).")
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{f}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append(f"{where}: not valid JSON ({e.msg} at column {e.colno}).")
+                continue
+            try:
+                ex = _parse_row(obj, where, report, map_refusals)
+            except _RowError as e:
+                errors.append(f"{where}: {e}")
+                continue
+            report.rows += 1
+            report.kinds[ex.kind] += 1
+            examples.append(ex)
+    if errors:
+        shown = errors[:MAX_REPORTED_ERRORS]
+        more = f"\n  … and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+        raise DatasetError(f"{len(errors)} problem(s) in the dataset:\n  " + "\n  ".join(shown) + more)
+    unique: dict[str, Example] = {}
+    for ex in examples:
+        unique.setdefault(_dedupe_key(ex), ex)
+    report.duplicates = len(examples) - len(unique)
+    examples = list(unique.values())
+    report.refusals = sum(ex.refusal for ex in examples)
+    report.without_context = sum(ex.passages is None for ex in examples)
+    return examples, report
+
+
+def _text_field(obj: dict, name: str, *, required: bool = True) -> str:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise _RowError(f"field {name!r} is missing.")
+        return ""
+    v = obj[name]
+    if not isinstance(v, str):
+        raise _RowError(f"field {name!r} must be a string, got {type(v).__name__}.")
+    if required and not v.strip():
+        raise _RowError(f"field {name!r} is empty.")
+    return v.strip()
+
+
+def _parse_row(obj: Any, where: str, report: ReadReport, map_refusals: bool) -> Example:
+    if not isinstance(obj, dict):
+        raise _RowError(f"expected a JSON object, got {type(obj).__name__}.")
+    history: list[dict[str, str]] = []
+    student: list[str] = []
+    no_docs = False
+    if "messages" in obj:
+        kind = "chat"
+        question, answer, history = _parse_messages(obj["messages"], report)
+        passages = _explicit_passages(obj)
+    elif "instruction" in obj or "output" in obj:
+        kind = "alpaca"
+        question, answer = _text_field(obj, "instruction"), _text_field(obj, "output")
+        passages = _explicit_passages(obj)
+        raw_input = _text_field(obj, "input", required=False)
+        if passages is None and raw_input:
+            if "CONTEXT:" in raw_input:
+                system_text, ctx = raw_input.split("CONTEXT:", 1)
+                report.system_ignored += bool(system_text.strip())
+                passages, no_docs, student = parse_context(ctx)
+            else:
+                passages = [_passage("Ngữ cảnh", raw_input)]
+    elif "question" in obj or "answer" in obj:
+        kind = "qa"
+        question, answer = _text_field(obj, "question"), _text_field(obj, "answer")
+        passages = _explicit_passages(obj)
+    else:
+        keys = ", ".join(sorted(obj)) or "none"
+        raise _RowError(
+            f"unknown row shape (fields: {keys}); expected {{instruction, input, output}} (Alpaca), "
+            "{messages: [...]} (chat) or {question, answer} (QA pair)."
+        )
+    if student:
+        question = question + "\n" + "\n".join(student)
+        report.student_info += 1
+    refusal = answer == REFUSAL_TEXT
+    if map_refusals and not refusal and (no_docs or is_refusal(answer)):
+        answer, refusal = REFUSAL_TEXT, True
+        report.refusals_mapped += 1
+    if no_docs:
+        passages = []
+    return Example(question=question, answer=answer, passages=passages, source=where, kind=kind,
+                   history=history, refusal=refusal)
+
+
+def _parse_messages(messages: Any, report: ReadReport) -> tuple[str, str, list[dict[str, str]]]:
+    if not isinstance(messages, list) or not messages:
+        raise _RowError("'messages' must be a non-empty list of {role, content} objects.")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise _RowError(f"messages[{i}] must be an object with 'role' and 'content'.")
+        if m["role"] not in ROLES:
+            raise _RowError(f"messages[{i}]: role {m['role']!r} is not one of {', '.join(ROLES)}.")
+        if not isinstance(m["content"], str) or not m["content"].strip():
+            raise _RowError(f"messages[{i}]: 'content' must be a non-empty string.")
+        if m["role"] == "system":
+            report.system_ignored += 1
+            continue
+        turns.append({"role": m["role"], "content": m["content"].strip()})
+    if not turns or turns[-1]["role"] != "assistant":
+        raise _RowError("the last message must be the assistant's answer (the text the model learns).")
+    for i, t in enumerate(turns):
+        if t["role"] != ("user" if i % 2 == 0 else "assistant"):
+            raise _RowError("user and assistant turns must alternate, starting with a user turn.")
+    return turns[-2]["content"], turns[-1]["content"], turns[:-2]
+
+
+def _explicit_passages(obj: dict) -> list[Passage] | None:
+    if obj.get("passages") is not None:
+        ps = obj["passages"]
+        if not isinstance(ps, list):
+            raise _RowError("'passages' must be a list of {label, text} objects or strings.")
+        out = []
+        for i, p in enumerate(ps):
+            if isinstance(p, str) and p.strip():
+                out.append(_passage(f"Đoạn trích {i + 1}", p))
+            elif isinstance(p, dict) and isinstance(p.get("text"), str) and p["text"].strip():
+                label = p.get("label") or p.get("citation") or f"Đoạn trích {i + 1}"
+                out.append(_passage(str(label), p["text"], p.get("id")))
+            else:
+                raise _RowError(f"passages[{i}] must be a non-empty string or an object with a 'text' string.")
+        return out
+    if obj.get("context") is not None:
+        ctx = obj["context"]
+        if not isinstance(ctx, str):
+            raise _RowError("'context' must be a string.")
+        if "Văn bản" in ctx:
+            return parse_context(ctx)[0]
+        return [_passage("Ngữ cảnh", ctx)] if ctx.strip() else []
+    return None
+
+
+def is_refusal(answer: str) -> bool:
+    return any(p.search(answer) for p in REFUSAL_PATTERNS)
+
+
+def _passage(label: str, text: str, pid: str | None = None) -> Passage:
+    label, text = label.strip(), text.strip()
+    pid = pid or "ctx-" + hashlib.sha256(f"{label}\n{text}".encode()).hexdigest()[:16]
+    return Passage(id=str(pid), label=label, text=text)
+
+
+# --------------------------------------------------------------------------- CONTEXT blocks
+
+
+def parse_context(ctx: str) -> tuple[list[Passage], bool, list[str]]:
+    """A HUST-style CONTEXT block → (passages, "no document matched", student-info lines)."""
+    sections = [s.strip() for s in re.split(r"(?m)^\s*---\s*$", ctx) if s.strip()]
+    passages: list[Passage] = []
+    student: list[str] = []
+    no_docs = False
+    for sec in sections:
+        lines = [ln.rstrip() for ln in sec.splitlines()]
+        if lines[0].strip().lower().startswith("thông tin sinh viên"):
+            student.extend(ln.strip() for ln in lines[1:] if ln.strip())
+            continue
+        if NO_DOCUMENT.match(sec) and not any(_DOC_LINE.match(ln) for ln in lines):
+            no_docs = True
+            continue
+        blocks: list[list[str]] = []
+        for ln in lines:
+            if _DOC_LINE.match(ln) or not blocks:
+                blocks.append([])
+            blocks[-1].append(ln)
+        for block in blocks:
+            p = _block_passage(block)
+            if p is not None:
+                passages.append(p)
+    return passages, no_docs, student
+
+
+def _block_passage(lines: list[str]) -> Passage | None:
+    meta: dict[str, str] = {}
+    extra: list[str] = []
+    content: list[str] = []
+    in_content = False
+    for ln in lines:
+        if in_content:
+            content.append(ln)
+            continue
+        m = _DOC_LINE.match(ln)
+        if m:
+            meta["văn bản"] = m.group(1).strip()
+            continue
+        m = _META_LINE.match(ln)
+        key = m.group(1).strip().lower() if m else None
+        if key == "nội dung":
+            in_content = True
+            if m.group(2).strip():
+                content.append(m.group(2).strip())
+        elif key in _HEADER_KEYS and key not in meta:
+            meta[key] = m.group(2).strip()
+        elif ln.strip():
+            extra.append(ln.strip())
+    body = "\n".join(extra + ([""] if extra and content else []) + content).strip()
+    if not body:
+        return None
+    if not meta:
+        return _passage("Ngữ cảnh", body)
+    doc = meta.get("văn bản", "")
+    article_raw = meta.get("điều", "")
+    clause_raw = meta.get("khoản", "")
+    clause_raw = "" if _NOT_GIVEN.match(clause_raw) else clause_raw
+    am, cm = _ARTICLE.match(article_raw), _CLAUSE.match(clause_raw)
+    chapter = meta.get("chương") or None
+    if am and (cm or not clause_raw):
+        label = Citation(document=doc, source="", chapter=chapter, article=am.group(1),
+                         article_title=(am.group(2) or "").strip() or None,
+                         clause=cm.group(1) if cm else None, point=meta.get("điểm") or None).label()
+    else:  # "Phụ lục 3, Bảng 3.2", "Điều 24, Điều 28": keep as written
+        head = ", ".join(x for x in (article_raw, f"Khoản {clause_raw}" if clause_raw else "") if x)
+        label = f"{head} — {doc}" if head and doc else head or doc
+    # The passage text mirrors a chunk's full_text: the header path, then the body.
+    header = " › ".join(x for x in (doc, chapter, meta.get("mục"), article_raw,
+                                    f"Khoản {clause_raw}" if clause_raw else "") if x)
+    return _passage(label, f"{header}\n{body}" if header else body)
+
+
+def _norm(s: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", s).split()).casefold()
+
+
+def _dedupe_key(ex: Example) -> str:
+    ctx = None if ex.passages is None else [_norm(p.text) for p in ex.passages]
+    hist = [[t["role"], _norm(t["content"])] for t in ex.history]
+    return json.dumps([_norm(ex.question), _norm(ex.answer), ctx, hist], ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass
+class Prepared:
+    train: list[dict]
+    eval: list[dict]
+    read: ReadReport
+    counts: dict[str, int]
+    lengths: dict[str, dict[str, float]]
+    max_length: int
+    prompt_format_version: str = PROMPT_FORMAT_VERSION
+
+    @property
+    def records_sha256(self) -> str:
+        h = hashlib.sha256()
+        for r in self.train + [{"eval": True}] + self.eval:
+            h.update(json.dumps([r.get("prompt"), r.get("completion")], ensure_ascii=False).encode())
+        return h.hexdigest()
+
+    def hf_datasets(self):
+        """(train, eval or None) as ``datasets.Dataset`` with ``input_ids`` and ``labels`` only."""
+        from datasets import Dataset
+
+        def make(rows):
+            return Dataset.from_dict({"input_ids": [r["input_ids"] for r in rows],
+                                      "labels": [r["labels"] for r in rows]})
+
+        return make(self.train), (make(self.eval) if self.eval else None)
+
+    def summary(self) -> dict:
+        return {
+            "files": self.read.files,
+            "dataset_sha256": self.read.sha256,
+            "records_sha256": self.records_sha256,
+            "prompt_format_version": self.prompt_format_version,
+            "max_length": self.max_length,
+            "read": self.read.to_dict(),
+            "counts": dict(self.counts),
+            "token_lengths": self.lengths,
+        }
+
+    def describe(self) -> str:
+        c, r = self.counts, self.read
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r.kinds.items()))
+        lines = [
+            f"dataset: {r.rows} rows ({kinds}) from {len(r.files)} file(s), sha256 {r.sha256[:12]}",
+            f"  {r.duplicates} duplicates removed; {r.refusals} refusals ({r.refusals_mapped} rewritten to "
+            f"{REFUSAL_TEXT!r}); {r.without_context} retrieved from the index",
+            f"  {c['dropped_prompt_too_long']} dropped (prompt too long), {c['dropped_answer_too_long']} dropped "
+            f"(answer too long), {c['truncated']} completions truncated to max_length={self.max_length}; "
+            f"{c['rows_with_passages_dropped']} rows lost {c['passages_dropped']} passages to the length budget",
+            f"  split: {len(self.train)} train / {len(self.eval)} eval",
+        ]
+        for name, s in self.lengths.items():
+            if s:
+                lines.append(f"  {name} tokens: min {s['min']:.0f}  mean {s['mean']:.0f}  p50 {s['p50']:.0f}  "
+                             f"p95 {s['p95']:.0f}  max {s['max']:.0f}")
+        return "\n".join(lines)
+
+
+def _stats(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def pct(q: float) -> float:
+        return float(v[min(len(v) - 1, int(round(q * (len(v) - 1))))])
+
+    return {"min": float(v[0]), "mean": sum(v) / len(v), "p50": pct(0.5), "p95": pct(0.95), "max": float(v[-1])}
+
+
+def retriever_from_index(index_dir: str | Path, env=None):
+    """rag's own Retriever over ``index_dir``, with the embedding settings of the environment (RAG_EMBED_*)."""
+    import os
+
+    from rag.config import Settings
+    from rag.pipeline import Pipeline
+
+    settings = Settings.from_env(os.environ if env is None else env).with_(index_dir=Path(index_dir), llm=None,
+                                                                           adapter=None, quantization="none")
+    return Pipeline.from_settings(settings, load_llm=False).retriever
+
+
+def _retrieve(retriever, ex: Example, top_k: int) -> list[Passage]:
+    from rag.pipeline import _retrieval_query
+    from rag.prompt import passages_from_hits
+    from rag.request import AskRequest
+
+    query = _retrieval_query(AskRequest(question=ex.question, history=ex.history))
+    return passages_from_hits(retriever.search(query, top_k).hits)
+
+
+def _completion_ids(tokenizer: Any, prompt: str, completion: str, prompt_ids: list[int]) -> list[int]:
+    """The answer's tokens as they follow the prompt.
+
+    Tokenising prompt + answer together gives the tokens a model produces after the prompt
+    (SentencePiece tokenizers would otherwise add a second word-boundary marker to " Theo…");
+    the prompt part must stay exactly the serving encoding, so when the joint tokenisation
+    does not start with it (a merge across the boundary), the answer is tokenised alone.
+    """
+    joint = encode_prompt(tokenizer, prompt + completion)
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return joint[len(prompt_ids):]
+    return list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+
+
+def prepare(
+    examples: Sequence[Example],
+    read: ReadReport,
+    tokenizer: Any,
+    *,
+    max_length: int = 2048,
+    system_prompt: str | None = None,
+    retriever: Any = None,
+    top_k: int = 5,
+    eval_fraction: float = 0.1,
+    seed: int = 42,
+    drop_long: bool = False,
+) -> Prepared:
+    """Render, tokenise, filter for length and split. ``retriever`` is needed only for rows without context."""
+    if any(ex.passages is None for ex in examples) and retriever is None:
+        first = next(ex.source for ex in examples if ex.passages is None)
+        raise DatasetError(
+            f"{first}: this row has no context (no 'input'/'passages'/'context'), so passages must be retrieved: "
+            "pass --index DIR (an index built with `rag ingest`)."
+        )
+    counts = Counter(dropped_prompt_too_long=0, dropped_answer_too_long=0, truncated=0,
+                     rows_with_passages_dropped=0, passages_dropped=0)
+    records: list[dict] = []
+    for ex in examples:
+        passages = ex.passages if ex.passages is not None else _retrieve(retriever, ex, top_k)
+        # Room for the answer: its own tokens plus the end-of-turn markers the template adds.
+        answer_tokens = len(tokenizer(ex.answer, add_special_tokens=False)["input_ids"]) + 8
+        if answer_tokens >= max_length - 16:
+            counts["dropped_answer_too_long"] += 1
+            continue
+        try:
+            bp = build_prompt(tokenizer, question=ex.question, passages=passages, history=ex.history,
+                              system_prompt=system_prompt, context_tokens=max_length,
+                              max_new_tokens=answer_tokens, answer=ex.answer)
+        except InputError:
+            counts["dropped_prompt_too_long"] += 1
+            continue
+        prompt_ids = encode_prompt(tokenizer, bp.text)
+        completion_ids = _completion_ids(tokenizer, bp.text, bp.completion, prompt_ids)
+        if len(prompt_ids) + len(completion_ids) > max_length:
+            if drop_long:
+                counts["dropped_answer_too_long"] += 1
+                continue
+            completion_ids = completion_ids[: max_length - len(prompt_ids)]
+            counts["truncated"] += 1
+        if bp.dropped:
+            counts["rows_with_passages_dropped"] += 1
+            counts["passages_dropped"] += len(bp.dropped)
+        records.append({
+            "input_ids": prompt_ids + completion_ids,
+            "labels": [-100] * len(prompt_ids) + completion_ids,
+            "prompt": bp.text,
+            "completion": bp.completion,
+            "source": ex.source,
+            "refusal": ex.refusal,
+            "prompt_tokens": len(prompt_ids),
+            "completion_tokens": len(completion_ids),
+            "passages_used": [p.id for p in bp.used],
+        })
+    if not records:
+        raise DatasetError(
+            f"no example fits max_length={max_length} tokens ({counts['dropped_prompt_too_long']} prompts and "
+            f"{counts['dropped_answer_too_long']} answers too long): raise --max-length or shorten the data."
+        )
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = 0
+    if eval_fraction > 0 and len(records) >= 2:
+        n_eval = min(len(records) - 1, max(1, round(len(records) * eval_fraction)))
+    eval_rows = [records[i] for i in sorted(order[:n_eval])]
+    train_rows = [records[i] for i in sorted(order[n_eval:])]
+    lengths = {
+        "prompt": _stats([r["prompt_tokens"] for r in records]),
+        "completion": _stats([r["completion_tokens"] for r in records]),
+        "total": _stats([len(r["input_ids"]) for r in records]),
+    }
+    return Prepared(train=train_rows, eval=eval_rows, read=read, counts=dict(counts), lengths=lengths,
+                    max_length=max_length)
+
+
+def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:
+    """train.jsonl / eval.jsonl (prompt, completion, source) and stats.json, for inspection or other trainers."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keep = ("prompt", "completion", "source", "refusal", "prompt_tokens", "completion_tokens")
+    for name, rows in (("train", prepared.train), ("eval", prepared.eval)):
+        with open(out / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps({k: r[k] for k in keep}, ensure_ascii=False) + "\n")
+    (out / "stats.json").write_text(json.dumps(prepared.summary(), ensure_ascii=False, indent=2), encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m training.data DATA.jsonl --tokenizer MODEL --out prepared/ [--index DIR]"""
+    ap = argparse.ArgumentParser(prog="python -m training.data", description=__doc__.split("\n\n")[0])
+    ap.add_argument("dataset", nargs="+", help="JSONL file(s): Alpaca, chat or QA rows")
+    ap.add_argument("--tokenizer", required=True, help="the base model (local dir or Hugging Face id)")
+    ap.add_argument("--out", required=True, help="directory for train.jsonl, eval.jsonl, stats.json")
+    ap.add_argument("--index", help="index directory (rag ingest) for rows without context")
+    ap.add_argument("--max-length", type=int, default=2048)
+    ap.add_argument("--eval-fraction", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--trust-remote-code", action="store_true")
+    a = ap.parse_args(argv)
+    from rag.errors import RagError
+
+    try:
+        examples, read = read_dataset(a.dataset)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(a.tokenizer, trust_remote_code=a.trust_remote_code)
+        retriever = retriever_from_index(a.index) if a.index and read.without_context else None
+        prepared = prepare(examples, read, tok, max_length=a.max_length, retriever=retriever, top_k=a.top_k,
+                           eval_fraction=a.eval_fraction, seed=a.seed)
+    except RagError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    write_prepared(prepared, a.out)
+    print(prepared.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

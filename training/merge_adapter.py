@@ -1,0 +1,276 @@
+"""Merge a LoRA adapter into its base model, save it, and check the merge reproduces base + adapter.
+
+The exact command:
+
+```bash
+python -m training.merge_adapter \
+    --adapter adapters/qwen2.5-7b-hust \
+    --output merged/qwen2.5-7b-hust
+# optional: --base Qwen/Qwen2.5-7B-Instruct (default: the adapter's base_model_name_or_path)
+#           --dtype bf16|fp16|fp32 (default: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on a CPU)
+#           --push-to-hub owner/name [--no-private]   (needs HF_TOKEN)
+# then serve it: RAG_LLM=merged/qwen2.5-7b-hust rag ask "…"
+```
+
+The base is reloaded in fp16/bf16 (fp32 on a CPU) — never in 4-bit: merging LoRA deltas
+into 4-bit weights would re-quantize them and lose most of what was learned; quantize the
+merged model at serving time instead (``RAG_QUANTIZATION=4bit``). A base that is itself a
+quantized checkpoint is refused. The merged model is saved as safetensors with the
+tokenizer (the adapter's, which carries the chat template used in training), the adapter's
+``rag_prompt.json`` and training card, and — for ``trust_remote_code`` models such as
+PhoGPT — the base's custom code files. Verification: logits of base + adapter on a few
+probe prompts (rendered by ``rag.prompt.build_prompt``, as serving renders them) are
+compared with those of the merged model reloaded from disk; the maximum absolute
+difference is printed and must stay within ``--tolerance`` (defaults by dtype).
+
+Out of scope: merging several adapters, DARE/TIES merges, GGUF/AWQ export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.errors import ConfigError, ModelError, RagError
+
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "bf16": 1.0}  # max |Δlogit|; half precision rounds W + BA
+PROBE_QUESTIONS = (
+    "Sinh viên bị cảnh báo học tập khi nào?",
+    "Điều kiện để được xét tốt nghiệp là gì?",
+    "Một tín chỉ tương đương bao nhiêu giờ học tập?",
+)
+PROBE_PASSAGE = (
+    "Quy chế đào tạo › Điều 10. Cảnh báo học tập › Khoản 1\n"
+    "Cuối mỗi học kỳ chính, sinh viên bị cảnh báo học tập nếu điểm trung bình học kỳ dưới 1,0."
+)
+COPIED_FILES = ("rag_prompt.json", "training_card.json")
+
+
+class MergeError(ModelError):
+    code = "merge_failed"
+
+
+@dataclass
+class MergeArgs:
+    adapter: str
+    output: str
+    base: str | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+    probes: int = 3
+    tolerance: float | None = None
+    overwrite: bool = False
+    push_to_hub: str | None = None
+    private: bool = True
+
+
+@dataclass
+class MergeResult:
+    output: Path
+    max_abs_diff: float
+    argmax_agreement: float
+    dtype: str
+    pushed_to: str | None = None
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def validate(args: MergeArgs) -> tuple[Path, Path, str]:
+    """Checks that need no model: (adapter dir, output dir, base id/path)."""
+    adapter = Path(args.adapter).expanduser()
+    if not (adapter / "adapter_config.json").exists():
+        raise ConfigError(f"--adapter {args.adapter!r} has no adapter_config.json: point it at the directory "
+                          "train_qlora wrote (download a Hub adapter first with `huggingface-cli download`).")
+    out = Path(args.output).expanduser()
+    if out.resolve() == adapter.resolve():
+        raise ConfigError("--output must differ from --adapter: the merged model is a separate directory.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise ConfigError(f"--output {args.output!r} exists and is not empty: pass --overwrite or choose another "
+                          "directory.", code="output_exists")
+    if args.dtype not in DTYPES:
+        raise ConfigError(f"--dtype {args.dtype!r}: use one of {', '.join(DTYPES)} (merging into 4-bit is not "
+                          "supported: quantize the merged model when serving, RAG_QUANTIZATION=4bit).")
+    if args.probes < 1:
+        raise ConfigError("--probes must be at least 1.")
+    if args.push_to_hub and not _token():
+        raise ConfigError("--push-to-hub needs a Hugging Face token with write access: set HF_TOKEN.",
+                          code="missing_token")
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    base = args.base or cfg.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError("the adapter does not name its base model: pass --base.")
+    return adapter, out, base
+
+
+def _resolve(args: MergeArgs) -> tuple[str, str]:
+    import torch
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.startswith("cuda") else "fp32"
+    return device, dtype
+
+
+def probe_ids(tokenizer: Any, n: int, context_tokens: int) -> list[list[int]]:
+    from rag.prompt import Passage, build_prompt, encode_prompt
+
+    passage = Passage(id="probe", label="Điều 10 (Cảnh báo học tập), Khoản 1 — Quy chế đào tạo", text=PROBE_PASSAGE)
+    out = []
+    for i in range(n):
+        q = PROBE_QUESTIONS[i % len(PROBE_QUESTIONS)]
+        bp = build_prompt(tokenizer, question=q, passages=[passage] if i % 2 == 0 else [],
+                          context_tokens=context_tokens, max_new_tokens=16)
+        out.append(encode_prompt(tokenizer, bp.text))
+    return out
+
+
+def logits_for(model: Any, ids: list[list[int]]):
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    with torch.no_grad():
+        return [model(input_ids=torch.tensor([x], device=device)).logits[0].float().cpu() for x in ids]
+
+
+def copy_custom_code(base: str, out: Path, token: str | None) -> list[str]:
+    """The base's *.py files (modeling/configuration code of trust_remote_code models)."""
+    src = Path(base).expanduser()
+    if not src.is_dir():
+        from huggingface_hub import snapshot_download
+
+        src = Path(snapshot_download(base, allow_patterns=["*.py"], token=token))
+    copied = []
+    for f in sorted(src.glob("*.py")):
+        shutil.copy2(f, out / f.name)
+        copied.append(f.name)
+    return copied
+
+
+def main(args: MergeArgs) -> MergeResult:
+    adapter, out, base = validate(args)
+    device, dtype_name = _resolve(args)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    token = _token()
+    hub = {"token": token} if token else {}
+    common = dict(trust_remote_code=args.trust_remote_code, **hub)
+    try:
+        config = AutoConfig.from_pretrained(base, **common)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"could not load the config of base {base!r}: {' '.join(str(e).split())[:300]}",
+                         code="model_load_failed") from e
+    if getattr(config, "quantization_config", None):
+        raise ConfigError(f"base {base!r} is a quantized checkpoint: merge into its fp16/bf16 original instead "
+                          "(a LoRA merged into quantized weights loses its update).", code="quantized_base")
+    tok_src = str(adapter) if (adapter / "tokenizer_config.json").exists() else base
+    tokenizer = AutoTokenizer.from_pretrained(tok_src, **common)
+
+    def load_base(path: str):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map={"": device}, **common)
+
+    print(f"loading {base} in {dtype_name} on {device} with adapter {adapter}", flush=True)
+    model = PeftModel.from_pretrained(load_base(base), str(adapter), is_trainable=False).eval()
+    ctx = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config,
+                  "max_position_embeddings", None) or 2048
+    ids = probe_ids(tokenizer, args.probes, min(int(ctx), 4096))
+    reference = logits_for(model, ids)
+
+    merged = model.merge_and_unload()
+    if out.exists() and args.overwrite:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(out))  # safetensors (transformers 5 writes nothing else)
+    tokenizer.save_pretrained(str(out))
+    for name in COPIED_FILES:
+        if (adapter / name).exists():
+            shutil.copy2(adapter / name, out / name)
+    code_files = copy_custom_code(base, out, token) if (args.trust_remote_code or getattr(config, "auto_map", None)) else []
+    del model, merged
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+    # Verify what was written, not what is in memory.
+    reloaded = load_base(str(out)).eval()
+    fresh = logits_for(reloaded, ids)
+    diff = max(float((a - b).abs().max()) for a, b in zip(reference, fresh))
+    agree = sum(float((a.argmax(-1) == b.argmax(-1)).float().mean()) for a, b in zip(reference, fresh)) / len(ids)
+    del reloaded
+    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype_name]
+    info = {"base_model": base, "adapter": str(adapter), "dtype": dtype_name, "probes": len(ids),
+            "max_abs_logit_diff": diff, "argmax_agreement": agree, "tolerance": tolerance,
+            "custom_code_files": code_files}
+    (out / "merge_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+    print(f"merged model written to {out}; max |logit(base+adapter) - logit(merged)| over {len(ids)} probe "
+          f"prompts = {diff:.3g} (tolerance {tolerance:g}), top-1 agreement {agree:.1%}", flush=True)
+    if not diff <= tolerance:
+        raise MergeError(f"the merged model differs from base + adapter by up to {diff:.3g} in the logits "
+                         f"(tolerance {tolerance:g} for {dtype_name}): do not serve it. Merge in fp32 "
+                         "(--dtype fp32) to check whether rounding is the cause.")
+    pushed = push(out, args.push_to_hub, token, args.private) if args.push_to_hub else None
+    return MergeResult(output=out, max_abs_diff=diff, argmax_agreement=agree, dtype=dtype_name, pushed_to=pushed)
+
+
+def push(folder: Path, repo_id: str, token: str | None, private: bool) -> str:
+    """Upload the merged folder to the Hub. The token is passed to the client, never printed."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          commit_message="Merged LoRA adapter (training/merge_adapter.py)")
+    except Exception as e:  # noqa: BLE001
+        msg = " ".join(str(e).split()).replace(token or "\0", "***")[:300]
+        raise MergeError(f"upload to the Hub repo {repo_id!r} failed: {msg}. Check HF_TOKEN has write access.",
+                         code="push_failed") from None
+    url = f"https://huggingface.co/{repo_id}"
+    print(f"pushed to {url}", flush=True)
+    return url
+
+
+def parse_args(argv: Sequence[str] | None = None) -> MergeArgs:
+    ap = argparse.ArgumentParser(prog="python -m training.merge_adapter", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--adapter", required=True, help="adapter directory (train_qlora's --output-dir)")
+    ap.add_argument("--output", required=True, help="directory for the merged model")
+    ap.add_argument("--base", help="base model (default: the adapter's base_model_name_or_path)")
+    ap.add_argument("--dtype", default="auto", choices=DTYPES)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--trust-remote-code", action="store_true", help="needed for PhoGPT")
+    ap.add_argument("--probes", type=int, default=3, help="probe prompts for the verification")
+    ap.add_argument("--tolerance", type=float, help="max |Δlogit| accepted (default by dtype)")
+    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--push-to-hub", metavar="REPO", help="upload to this Hub repo (needs HF_TOKEN)")
+    ap.add_argument("--private", action=argparse.BooleanOptionalAction, default=True)
+    return MergeArgs(**vars(ap.parse_args(argv)))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    try:
+        main(parse_args(argv))
+    except RagError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

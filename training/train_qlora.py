@@ -1,0 +1,608 @@
+"""QLoRA fine-tuning with TRL's SFTTrainer: a LoRA adapter that serving loads with RAG_ADAPTER.
+
+The exact command (a 7B base on one 24 GB GPU, the HUST data from ../shared):
+
+```bash
+python -m training.train_qlora \
+    --base-model Qwen/Qwen2.5-7B-Instruct \
+    --dataset ../shared/data/hust-regulations/sft/sft_dataset.jsonl \
+    --output-dir adapters/qwen2.5-7b-hust
+# then serve it:
+RAG_LLM=Qwen/Qwen2.5-7B-Instruct RAG_ADAPTER=adapters/qwen2.5-7b-hust RAG_QUANTIZATION=4bit rag ask "…"
+```
+
+PhoGPT needs ``--trust-remote-code``; QA pairs without context need ``--index DIR`` (an
+index built with ``rag ingest``) so their passages are retrieved as serving retrieves them.
+``--dry-run`` validates and renders the data and prints its statistics without loading the model.
+
+What it does: validates the options and the dataset (all before any model loads), renders
+every example with ``rag.prompt`` (``training.data``), loads the base in 4-bit NF4 with double
+quantization and bf16 compute on a GPU (QLoRA, Dettmers et al. 2023; fp16 compute on GPUs
+without bf16; full precision fp32 on a CPU unless ``--load-in-4bit`` is given), puts LoRA on
+every linear layer, and trains on the answer tokens only (labels are -100 on the prompt and
+passages). It evaluates on a held-out split, stops early when the eval loss stops improving,
+keeps the best checkpoint, saves checkpoints for ``--resume``, and stops with a message when
+the loss becomes NaN/inf. The output directory receives the adapter (safetensors), the
+tokenizer, ``rag_prompt.json`` (the prompt-format version serving checks) and a training
+card (``training_card.json`` and ``README.md``).
+
+Defaults, and why: r=16, alpha=32 (scale 2), dropout 0.05 — the QLoRA paper found the rank
+matters little once every linear layer is adapted; learning rate 2e-4 (the paper's for 7B/13B);
+3 epochs; effective batch 16 (4 per device × 4 accumulation, the paper's batch size); max grad
+norm 0.3 (the paper's); cosine schedule with 3 % warm-up; paged AdamW (32-bit states) on a GPU.
+
+Out of scope: multi-GPU/DeepSpeed (use ``accelerate launch`` with TRL's own scripts),
+full fine-tuning, packing, DPO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from rag.errors import ConfigError, ModelError, RagError
+
+CHECKPOINTS = "checkpoints"
+CARD_JSON = "training_card.json"
+CARD_MD = "README.md"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+class TrainingError(ModelError):
+    """Training ran but did not produce a usable adapter (NaN loss, nothing to train on…)."""
+
+    code = "training_failed"
+
+
+@dataclass
+class TrainArgs:
+    base_model: str = field(metadata={"help": "base model: local directory or Hugging Face id"})
+    dataset: list[str] = field(metadata={"help": "JSONL file(s): Alpaca, chat or QA rows"})
+    output_dir: str = field(metadata={"help": "where the adapter, tokenizer, card and checkpoints go"})
+    index_dir: str | None = field(default=None, metadata={"help": "index (rag ingest) for rows without context"})
+    top_k: int = field(default=5, metadata={"help": "passages retrieved for rows without context (RAG_TOP_K)"})
+    system_prompt: str | None = field(default=None, metadata={"help": "as RAG_SYSTEM_PROMPT at serving"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of rows held out for evaluation (0: none)"})
+    max_length: int = field(default=2048, metadata={"help": "tokens per example (prompt + answer)"})
+    # LoRA
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated names"})
+    # optimisation
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "epochs over the train split"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: epochs decide)"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "examples per forward pass"})
+    gradient_accumulation_steps: int = field(default=4, metadata={"help": "effective batch = batch × this"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "share of steps spent warming up"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "gradient clipping"})
+    optim: str = field(default="auto", metadata={"help": "'auto': paged_adamw_32bit with bitsandbytes on a GPU, "
+                                                         "else adamw_torch"})
+    # precision and memory
+    load_in_4bit: bool | None = field(default=None, metadata={"help": "QLoRA 4-bit NF4 base (default: on a GPU)"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base instead of 4-bit"})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations to save memory"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda[:N]"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "needed for PhoGPT"})
+    # evaluation and checkpoints
+    eval_steps: int = field(default=50, metadata={"help": "evaluate (and checkpoint) every N steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the best is always kept)"})
+    early_stopping_patience: int = field(default=3, metadata={"help": "evaluations without improvement (0: off)"})
+    logging_steps: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    seed: int = field(default=42, metadata={"help": "seed for the split, LoRA init and data order"})
+    resume: str | None = field(default=None, metadata={"help": "continue from the last checkpoint in "
+                                                                 "OUTPUT_DIR/checkpoints, or from the one given"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an adapter already in --output-dir"})
+    dry_run: bool = field(default=False, metadata={"help": "validate and render the data, then stop"})
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    card: dict
+    trainer: Any = None  # the SFTTrainer (model at trainer.model), for callers that keep working in-process
+    prepared: Any = None
+
+
+# --------------------------------------------------------------------------- checks before anything loads
+
+
+def bitsandbytes_status() -> tuple[bool, str]:
+    """(usable, why not). Tests monkeypatch this to simulate a machine where bitsandbytes cannot load."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return False, "bitsandbytes is not installed"
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - missing CUDA libraries show up as several exception types
+        return False, f"importing bitsandbytes failed: {' '.join(str(e).split())[:200]}"
+    return True, ""
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(args: TrainArgs) -> str:
+    if args.device == "auto":
+        return "cuda" if _cuda_available() else "cpu"
+    if args.device.startswith("cuda") and not _cuda_available():
+        raise ConfigError(f"--device {args.device} but no CUDA GPU is visible: use --device cpu or auto.")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise ConfigError(f"--device {args.device!r}: use auto, cpu or cuda[:N].")
+    return args.device
+
+
+def quantization_of(args: TrainArgs, device: str) -> str:
+    """'4bit', '8bit' or 'none' (after the conflict check)."""
+    if args.load_in_8bit:
+        return "8bit"
+    if args.load_in_4bit is None:
+        return "4bit" if device.startswith("cuda") else "none"
+    return "4bit" if args.load_in_4bit else "none"
+
+
+def validate_args(args: TrainArgs) -> tuple[str, str]:
+    """Every option check that needs no model; returns (device, quantization). Raises ConfigError."""
+    if not args.base_model:
+        raise ConfigError("--base-model is required: a local model directory or a Hugging Face id.")
+    if not args.dataset:
+        raise ConfigError("--dataset is required: one or more JSONL files.")
+    if not args.output_dir:
+        raise ConfigError("--output-dir is required.")
+    if args.load_in_8bit and args.load_in_4bit:
+        raise ConfigError("--load-in-4bit and --load-in-8bit were both given: choose one (4-bit is QLoRA).",
+                          code="conflicting_options")
+    if args.lora_r <= 0:
+        raise ConfigError(f"--lora-r must be a positive integer (the LoRA rank; 8–64 are usual), got {args.lora_r}.")
+    if args.lora_alpha <= 0:
+        raise ConfigError(f"--lora-alpha must be positive (usually 2 × r), got {args.lora_alpha}.")
+    if not 0.0 <= args.lora_dropout < 1.0:
+        raise ConfigError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}.")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise ConfigError(f"--learning-rate must be a positive number, got {args.learning_rate}.")
+    if args.max_steps <= 0 and not args.num_train_epochs > 0:
+        raise ConfigError("--num-train-epochs must be positive (or set --max-steps).")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps",
+                 "save_total_limit", "top_k"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    if args.early_stopping_patience < 0:
+        raise ConfigError("--early-stopping-patience must be 0 (off) or more.")
+    if not 0.0 <= args.eval_fraction <= 0.5:
+        raise ConfigError(f"--eval-fraction must be between 0 and 0.5, got {args.eval_fraction}.")
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        raise ConfigError(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}.")
+    if args.max_length < 64:
+        raise ConfigError(f"--max-length {args.max_length} is too small for a prompt with passages; use 1024 or more.")
+    device = resolve_device(args)
+    quant = quantization_of(args, device)
+    if quant != "none":
+        ok, why = bitsandbytes_status()
+        if not ok:
+            flag = "--load-in-4bit" if quant == "4bit" else "--load-in-8bit"
+            raise ConfigError(
+                f"{quant} loading ({flag}{', the default on a GPU' if args.load_in_4bit is None else ''}) needs "
+                f"bitsandbytes, which cannot load here ({why}). Install it (pip install bitsandbytes) on a machine "
+                "it supports, or pass --no-load-in-4bit to train a plain LoRA on a full-precision base "
+                "(about 4× the GPU memory for the weights).",
+                code="bitsandbytes_unavailable",
+            )
+    if not args.dry_run:
+        check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
+    return device, quant
+
+
+def has_adapter(directory: Path) -> bool:
+    return any((directory / f).exists() for f in ADAPTER_FILES)
+
+
+def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {str(out)!r} is a file: name a directory.")
+    if has_adapter(out) and not overwrite:
+        raise ConfigError(
+            f"--output-dir {str(out)!r} already holds an adapter (adapter_config.json): pass --overwrite to replace "
+            "it, or choose another directory.",
+            code="output_exists",
+        )
+    ckpt_dir = out / CHECKPOINTS
+    has_ckpt = ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*"))
+    if resume:
+        if resume == "last" and not has_ckpt:
+            raise ConfigError(f"--resume: no checkpoint in {str(ckpt_dir)!r} to continue from.", code="no_checkpoint")
+        if resume != "last" and not (Path(resume) / "trainer_state.json").exists():
+            raise ConfigError(f"--resume {resume!r} is not a checkpoint directory (no trainer_state.json).",
+                              code="no_checkpoint")
+    elif has_ckpt and not overwrite:
+        raise ConfigError(
+            f"{str(ckpt_dir)!r} holds checkpoints of an earlier run: pass --resume to continue it, or --overwrite "
+            "to start over.",
+            code="output_exists",
+        )
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def nan_callback():
+    """A TrainerCallback that stops the run when a logged loss or gradient norm is NaN or infinite."""
+    from transformers import TrainerCallback
+
+    class StopOnNaN(TrainerCallback):
+        def __init__(self):
+            self.message: str | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm", "eval_loss"):
+                v = (logs or {}).get(key)
+                if isinstance(v, (int, float)) and not math.isfinite(v):
+                    self.message = (
+                        f"the {key.replace('_', ' ')} became {v} at step {state.global_step}: training stopped and "
+                        f"no adapter was written. Lower --learning-rate (now {args.learning_rate:g}), keep "
+                        "--max-grad-norm on, or check the data."
+                    )
+                    control.should_training_stop = True
+                    control.should_save = False
+                    break
+            return control
+
+    return StopOnNaN()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _dtypes(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+        bf16 = torch.cuda.is_bf16_supported()
+        return (torch.bfloat16 if bf16 else torch.float16), bf16
+    return torch.float32, False
+
+
+def _hf_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+
+
+def _max_positions(config) -> int | None:
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def main(args: TrainArgs, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Validate, prepare the data, train, save. Raises a RagError with what to change on bad input."""
+    from training.data import DatasetError, prepare, read_dataset, retriever_from_index
+
+    t0 = time.time()
+    device, quant = validate_args(args)
+    examples, read = read_dataset(args.dataset)
+    if read.without_context and not args.index_dir:
+        first = next(ex.source for ex in examples if ex.passages is None)
+        raise DatasetError(f"{first} and {read.without_context - 1} other row(s) have no context, so their passages "
+                           "must be retrieved as serving retrieves them: pass --index-dir DIR (built with "
+                           "`rag ingest`).", code="index_required")
+    out = Path(args.output_dir)
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    hub = {"token": _hf_token()} if _hf_token() else {}
+    try:
+        config = AutoConfig.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
+        tokenizer = AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(
+            f"could not load the config/tokenizer of --base-model {args.base_model!r}: {' '.join(str(e).split())[:300]}"
+            " — check the path or id, the network and HF_TOKEN (PhoGPT also needs --trust-remote-code).",
+            code="model_load_failed",
+        ) from e
+    max_length = args.max_length
+    limit = _max_positions(config)
+    if limit and max_length > limit:
+        print(f"note: --max-length {max_length} is above the model's {limit} positions; using {limit}.")
+        max_length = limit
+    retriever = None
+    if read.without_context and args.index_dir:
+        retriever = retriever_from_index(args.index_dir)
+    prepared = prepare(examples, read, tokenizer, max_length=max_length, system_prompt=args.system_prompt,
+                       retriever=retriever, top_k=args.top_k, eval_fraction=args.eval_fraction, seed=args.seed)
+    print(prepared.describe(), flush=True)
+    if args.dry_run:
+        return TrainResult(output_dir=out, card={"dataset": prepared.summary()}, prepared=prepared)
+
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, EarlyStoppingCallback
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    dtype, bf16 = _dtypes(device)
+    ckpt_dir = out / CHECKPOINTS
+    if args.overwrite and not args.resume:
+        for f in ADAPTER_FILES:
+            (out / f).unlink(missing_ok=True)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    resume_from = None
+    if args.resume:
+        resume_from = get_last_checkpoint(str(ckpt_dir)) if args.resume == "last" else args.resume
+
+    quant_config = None
+    if quant == "4bit":
+        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    elif quant == "8bit":
+        quant_config = BitsAndBytesConfig(load_in_8bit=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            args.base_model, dtype=dtype, quantization_config=quant_config, device_map={"": device},
+            trust_remote_code=args.trust_remote_code, **hub,
+        )
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"could not load --base-model {args.base_model!r}: {' '.join(str(e).split())[:300]}",
+                         code="model_load_failed") from e
+    model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
+
+    targets: Any = args.target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                             target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    train_ds, eval_ds = prepared.hf_datasets()
+    has_eval = eval_ds is not None
+    optim = args.optim
+    if optim == "auto":
+        optim = "paged_adamw_32bit" if quant != "none" and device.startswith("cuda") else "adamw_torch"
+    sft_args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        optim=optim,
+        logging_steps=args.logging_steps,
+        logging_nan_inf_filter=False,  # a NaN must reach the NaN callback, not be averaged away
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=args.eval_steps,
+        save_strategy="steps",
+        save_steps=args.eval_steps,
+        save_total_limit=args.save_total_limit,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=bf16,
+        fp16=device.startswith("cuda") and not bf16,
+        use_cpu=device == "cpu",
+        max_length=max_length,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+    nan_cb = nan_callback()
+    cbs = [nan_cb, *callbacks]
+    if has_eval and args.early_stopping_patience > 0:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
+    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=cbs)
+    if not bf16:
+        # TRL keeps LoRA weights of a quantized model in bf16; without bf16 hardware (CPU, T4) they
+        # train in fp32 under fp16 autocast instead.
+        for p in trainer.model.parameters():
+            if p.requires_grad and p.dtype != torch.float32:
+                p.data = p.data.float()
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    print(f"model: {args.base_model} on {device}, base {quant if quant != 'none' else str(dtype).split('.')[-1]}; "
+          f"LoRA r={args.lora_r} alpha={args.lora_alpha} on {args.target_modules}: {trainable:,} trainable "
+          f"of {total:,} parameters" + (f"; resuming from {resume_from}" if resume_from else ""), flush=True)
+
+    try:
+        train_out = trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run again with --resume to continue from the last checkpoint in {ckpt_dir}.",
+              file=sys.stderr)
+        raise
+    if nan_cb.message:
+        raise TrainingError(nan_cb.message, code="loss_nan")
+    final_eval = trainer.evaluate() if has_eval else {}
+    if has_eval and not math.isfinite(final_eval.get("eval_loss", 0.0)):
+        raise TrainingError(f"the final eval loss is {final_eval['eval_loss']}: no adapter was written. "
+                            "Lower --learning-rate.", code="loss_nan")
+
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out))  # the PEFT adapter only: adapter_config.json + adapter_model.safetensors
+    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the card records the arguments instead
+    tokenizer.save_pretrained(str(out))
+    card = build_card(args, prepared, trainer, train_out, final_eval, device=device, quant=quant, dtype=dtype,
+                      max_length=max_length, resume_from=resume_from, seconds=time.time() - t0)
+    write_card(out, card)
+    print(f"adapter written to {out} (train loss {card['results']['train_loss']}, eval loss "
+          f"{card['results']['eval_loss']}).\nserve it: RAG_LLM={args.base_model} RAG_ADAPTER={out}", flush=True)
+    return TrainResult(output_dir=out, card=card, trainer=trainer, prepared=prepared)
+
+
+# --------------------------------------------------------------------------- the training card
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "rag"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def build_card(args, prepared, trainer, train_out, final_eval, *, device, quant, dtype, max_length, resume_from,
+               seconds) -> dict:
+    from rag.prompt import PROMPT_FORMAT_VERSION
+
+    state = trainer.state
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    hyper = {k: v for k, v in asdict(args).items()
+             if k not in ("dataset", "output_dir", "index_dir", "resume", "overwrite", "dry_run", "base_model")}
+    hyper.update(max_length=max_length, effective_batch=args.effective_batch,
+                 quantization={"4bit": "4-bit NF4, double quantization", "8bit": "8-bit (LLM.int8)"}.get(quant, "none"),
+                 compute_dtype=str(dtype).split(".")[-1], device=device,
+                 optim=trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim))
+    max_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else state.max_steps
+    return {
+        "card_version": 1,
+        "base_model": args.base_model,
+        "prompt_format_version": PROMPT_FORMAT_VERSION,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dataset": {
+            "files": [Path(f).name for f in prepared.read.files],
+            "sha256": prepared.read.sha256,
+            "records_sha256": prepared.records_sha256,
+            "rows": prepared.read.rows,
+            "kinds": dict(prepared.read.kinds),
+            "duplicates_removed": prepared.read.duplicates,
+            "refusals": prepared.read.refusals,
+            "refusals_rewritten": prepared.read.refusals_mapped,
+            "train": len(prepared.train),
+            "eval": len(prepared.eval),
+            **prepared.counts,
+            "token_lengths": prepared.lengths,
+            "system_prompt": args.system_prompt,
+        },
+        "hyperparameters": hyper,
+        "results": {
+            "train_loss": round(losses[-1], 6) if losses else None,
+            "train_loss_mean": round(train_out.training_loss, 6) if train_out is not None else None,
+            "eval_loss": round(final_eval["eval_loss"], 6) if "eval_loss" in final_eval else None,
+            "best_eval_loss": state.best_metric,
+            "global_step": state.global_step,
+            "epochs": round(state.epoch or 0.0, 3),
+            "stopped_early": bool(max_steps and state.global_step < max_steps),
+            "resumed_from": Path(resume_from).name if resume_from else None,
+            "seconds": round(seconds, 1),
+        },
+        "software": _versions(),
+        "serving": {"RAG_LLM": args.base_model, "RAG_QUANTIZATION": "4bit" if quant == "4bit" else "none",
+                    "RAG_SYSTEM_PROMPT": args.system_prompt,
+                    "RAG_TRUST_REMOTE_CODE": "1" if args.trust_remote_code else None},
+    }
+
+
+def write_card(out: Path, card: dict) -> None:
+    from rag.prompt import PROMPT_META_FILE
+
+    (out / CARD_JSON).write_text(json.dumps(card, ensure_ascii=False, indent=2), encoding="utf-8")
+    meta = {"prompt_format_version": card["prompt_format_version"], "base_model": card["base_model"],
+            "system_prompt": card["dataset"].get("system_prompt"), "training_card": CARD_JSON}
+    (out / PROMPT_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    d, h, r = card["dataset"], card["hyperparameters"], card["results"]
+    lines = [
+        f"# LoRA adapter for {card['base_model']}",
+        "",
+        "Trained with `training/train_qlora.py` on regulation Q&A; prompts rendered by `rag.prompt` "
+        f"(format `{card['prompt_format_version']}`). Serve with:",
+        "",
+        "```bash",
+        f"RAG_LLM={card['base_model']} RAG_ADAPTER=<this directory> RAG_QUANTIZATION={card['serving']['RAG_QUANTIZATION']} "
+        "rag ask \"…\"",
+        "```",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{card['base_model']}` |",
+        f"| prompt format | `{card['prompt_format_version']}` |",
+        f"| dataset | {', '.join(d['files'])} (sha256 `{d['sha256'][:16]}…`) |",
+        f"| rows | {d['rows']} read, {d['duplicates_removed']} duplicates removed, {d['refusals']} refusals |",
+        f"| split | {d['train']} train / {d['eval']} eval |",
+        f"| length | max {h['max_length']} tokens; {d['truncated']} truncated, "
+        f"{d['dropped_prompt_too_long'] + d['dropped_answer_too_long']} dropped |",
+        f"| LoRA | r={h['lora_r']}, alpha={h['lora_alpha']}, dropout={h['lora_dropout']}, {h['target_modules']} |",
+        f"| optimisation | lr {h['learning_rate']}, {h['num_train_epochs']} epochs (max_steps {h['max_steps']}), "
+        f"effective batch {h['effective_batch']}, {h['lr_scheduler_type']}, {h['optim']} |",
+        f"| base precision | {h['quantization']}, compute {h['compute_dtype']} on {h['device']} |",
+        f"| final loss | train {r['train_loss']}, eval {r['eval_loss']} (best {r['best_eval_loss']}) |",
+        f"| steps | {r['global_step']} ({r['epochs']} epochs){', stopped early' if r['stopped_early'] else ''} |",
+        "",
+        f"Full details: `{CARD_JSON}`.",
+        "",
+    ]
+    (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m training.train_qlora",
+                                 description="QLoRA fine-tuning that produces an adapter for rag's serving.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(TrainArgs):
+        kw: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": f.name}
+        required = f.default is MISSING and f.default_factory is MISSING
+        t = str(f.type)
+        if f.name == "resume":
+            ap.add_argument(_flag(f.name), nargs="?", const="last", default=None, **kw)
+        elif t.startswith("bool"):
+            ap.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=f.default, **kw)
+        elif t.startswith("list"):
+            ap.add_argument(_flag(f.name), nargs="+", required=required, **kw)
+        else:
+            cast = int if t.startswith("int") else float if t.startswith("float") else str
+            ap.add_argument(_flag(f.name), type=cast, required=required,
+                            default=None if required else f.default, **kw)
+    return ap
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
+    ns = build_parser().parse_args(argv)
+    return TrainArgs(**vars(ns))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        main(args)
+    except RagError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
