@@ -1,0 +1,270 @@
+"""The OpenAI chat-completions format over rag's one request type.
+
+``parse_chat(body, settings)`` turns a ``/v1/chat/completions`` body into an
+``AskRequest`` (the last user message is the question, earlier user/assistant
+turns the history, system/developer messages the system prompt), with the same
+limits as every other entry point. ``ChatFormatter`` turns a pipeline's
+``Delta``/``Final`` events into ``chat.completion`` or ``chat.completion.chunk``
+objects; ``models_list`` answers ``/v1/models``.
+
+Sources travel two ways, so both plain and rag-aware clients get them:
+
+- ``sources``: an extra field on the response (non-streaming) or on the chunk
+  that carries ``finish_reason`` (streaming): one object per citation, with its
+  house-style ``label`` and the fields of ``Citation`` (document, source, page,
+  chapter, article, article_title, clause, point). ``refused`` rides along.
+- a "Nguồn:" block appended to the message text, listing the citations whose
+  label the answer does not already quote (an extractive answer quotes them
+  all, so it gets no block).
+
+Deliberately different from OpenAI: ``temperature`` defaults to 0 (greedy, the
+rag default) rather than 1; ``model`` is echoed, not used to pick a model (an
+endpoint serves one); history longer than the request limit keeps the most
+recent turns. Out of scope: tools and function calls, ``n`` > 1, logprobs,
+images, the legacy ``/v1/completions`` route.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any, Mapping
+
+from .config import Settings
+from .errors import InputError
+from .request import MAX_HISTORY_TURNS, AskRequest
+from .types import Answer
+
+ROUTE_CHAT = "/v1/chat/completions"
+ROUTE_MODELS = "/v1/models"
+ROUTES = (ROUTE_CHAT, ROUTE_MODELS)
+SSE_DONE = "data: [DONE]\n\n"
+SOURCES_HEADING = "Nguồn:"
+
+# OpenAI field -> AskRequest field
+_MAPPED = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "stop": "stop",
+    "seed": "seed",
+    "top_k": "sampling_top_k",  # vLLM-style extension
+    "repetition_penalty": "repetition_penalty",  # vLLM-style extension
+}
+_ACCEPTED = {"model", "messages", "stream", "stream_options", "n", "user", "presence_penalty", "frequency_penalty"}
+CHAT_FIELDS = tuple(sorted(_ACCEPTED | set(_MAPPED)))
+_SYSTEM_ROLES = ("system", "developer")
+
+
+@dataclass
+class ChatRequest:
+    ask: AskRequest
+    stream: bool = False
+    include_usage: bool = False
+    model: str | None = None
+
+
+def parse_chat(body: Any, settings: Settings) -> ChatRequest:
+    """Validate a chat-completions body; every problem is an ``InputError`` naming the field."""
+    if not isinstance(body, Mapping):
+        raise InputError("'openai_input' must be a JSON object (the chat-completions request body).")
+    unknown = sorted(set(body) - set(CHAT_FIELDS))
+    if unknown:
+        raise InputError(f"unsupported field(s): {', '.join(unknown)}. Supported: {', '.join(CHAT_FIELDS)}.")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InputError("'stream' must be true or false.")
+    include_usage = False
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, Mapping) or set(options) - {"include_usage"}:
+            raise InputError("'stream_options' may only be {\"include_usage\": true|false}.")
+        include_usage = bool(options.get("include_usage", False))
+    if body.get("n") not in (None, 1):
+        raise InputError("'n' must be 1: one answer per request.")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if body.get(name) not in (None, 0, 0.0):
+            raise InputError(f"'{name}' is not supported: leave it out or set it to 0 (use repetition_penalty).")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InputError("'model' must be a string.")
+
+    system, turns = _split_messages(body.get("messages"))
+    fields: dict[str, Any] = {"question": turns[-1]["content"], "history": turns[:-1][-MAX_HISTORY_TURNS:]}
+    if system:
+        fields["system_prompt"] = system
+    for name, target in _MAPPED.items():
+        if body.get(name) is not None:
+            if target in fields and name != target:
+                raise InputError("give either 'max_tokens' or 'max_completion_tokens', not both.")
+            fields[target] = body[name]
+    try:
+        ask = AskRequest.from_dict(fields, settings)
+    except InputError as e:
+        # The limits are rag's; the names the client used are OpenAI's.
+        msg = str(e).replace("'max_new_tokens'", "'max_tokens'").replace("'sampling_top_k'", "'top_k'")
+        msg = msg.replace("'question'", "the question (the last user message)")
+        raise InputError(msg) from e
+    return ChatRequest(ask=ask, stream=stream, include_usage=include_usage, model=model)
+
+
+def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]]]:
+    if not isinstance(messages, list) or not messages:
+        raise InputError("'messages' must be a non-empty list of {\"role\": ..., \"content\": ...} objects.")
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, Mapping):
+            raise InputError(f"'{where}' must be an object with 'role' and 'content'.")
+        extra = sorted(set(m) - {"role", "content", "name"})
+        if extra:
+            raise InputError(f"'{where}' has unsupported field(s) {', '.join(extra)} (tools are not supported).")
+        role = m.get("role")
+        if role not in ("user", "assistant", *_SYSTEM_ROLES):
+            raise InputError(f"'{where}.role' is {role!r}; use 'system', 'user' or 'assistant' (tools are not supported).")
+        if "content" not in m:
+            raise InputError(f"'{where}' has no 'content'.")
+        text = _text(m["content"], where)
+        if role in _SYSTEM_ROLES:
+            if text.strip():
+                system.append(text.strip())
+        else:
+            turns.append({"role": role, "content": text})
+    if not turns or turns[-1]["role"] != "user":
+        raise InputError("the last message must have role 'user': it is the question to answer.")
+    if not turns[-1]["content"].strip():
+        raise InputError(f"the question (messages[{len(messages) - 1}], the last user message) is empty.")
+    return ("\n\n".join(system) or None), turns
+
+
+def _text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InputError(f"'{where}.content[{j}]' must be {{\"type\": \"text\", \"text\": \"...\"}}: only text is supported.")
+            parts.append(part["text"])
+        return "\n".join(parts)
+    raise InputError(f"'{where}.content' must be a string or a list of text parts.")
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def served_model_name(settings: Settings) -> str:
+    """The id shown in /v1/models and echoed in responses: the adapter, else the LLM, else the extractive mode.
+
+    A local path is reduced to its last part, so no directory layout reaches a client.
+    """
+    name = settings.adapter or settings.llm
+    if not name:
+        return "rag-extractive"
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return PurePath(name.rstrip("/")).name or "rag-model"
+    return name
+
+
+def models_list(model: str, created: int | None = None) -> dict:
+    return {
+        "object": "list",
+        "data": [{"id": model, "object": "model", "created": int(created or time.time()), "owned_by": "rag"}],
+    }
+
+
+def sources(answer: Answer) -> list[dict]:
+    return [{"index": i, "label": c.label(), **c.to_dict()} for i, c in enumerate(answer.citations, 1)]
+
+
+def citation_block(answer: Answer) -> str:
+    """'\\n\\nNguồn:\\n[1] …' for the citations the text does not already quote; '' when there are none."""
+    if answer.refused or not answer.citations:
+        return ""
+    missing = [(i, c.label()) for i, c in enumerate(answer.citations, 1) if c.label() not in answer.text]
+    if not missing:
+        return ""
+    return f"\n\n{SOURCES_HEADING}\n" + "\n".join(f"[{i}] {label}" for i, label in missing)
+
+
+def usage(answer: Answer) -> dict:
+    p = int(answer.usage.get("prompt_tokens", 0))
+    c = int(answer.usage.get("completion_tokens", 0))
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def finish_reason(answer: Answer) -> str:
+    return "length" if answer.finish_reason == "length" else "stop"
+
+
+def sse(obj: Any) -> str:
+    """One server-sent event in the form OpenAI clients parse."""
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+class ChatFormatter:
+    """Builds the response objects of one chat completion (one id, one timestamp)."""
+
+    def __init__(self, model: str, include_usage: bool = False):
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+
+    def completion(self, answer: Answer) -> dict:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.text + citation_block(answer)},
+                    "finish_reason": finish_reason(answer),
+                }
+            ],
+            "usage": usage(answer),
+            "sources": sources(answer),
+            "refused": answer.refused,
+        }
+
+    def _chunk(self, delta: dict, finish: str | None = None, **extra) -> dict:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+
+    def role_chunk(self) -> dict:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def delta_chunk(self, text: str) -> dict:
+        return self._chunk({"content": text})
+
+    def final_chunks(self, answer: Answer) -> list[dict]:
+        """The citation block (if any), the chunk with finish_reason + sources, and the usage chunk if asked for."""
+        out = []
+        block = citation_block(answer)
+        if block:
+            out.append(self.delta_chunk(block))
+        out.append(self._chunk({}, finish_reason(answer), sources=sources(answer), refused=answer.refused))
+        if self.include_usage:
+            out.append({**self._chunk({}), "choices": [], "usage": usage(answer)})
+        return out
+
+
+__all__ = [
+    "ROUTES", "ROUTE_CHAT", "ROUTE_MODELS", "SSE_DONE", "CHAT_FIELDS", "ChatRequest", "ChatFormatter",
+    "parse_chat", "served_model_name", "models_list", "sources", "citation_block", "sse",
+]

@@ -1,0 +1,329 @@
+"""RunPod serverless worker: translates RunPod jobs to rag's one request type and back.
+
+Start it with ``python runpod_worker/handler.py`` (the image's CMD). ``main()``
+reads the settings from the environment, loads the pipeline (embedder, index,
+LLM, adapter) and warms it up once, before the first job, then hands
+``Worker.handler`` to ``runpod.serverless.start``. Importing this module loads
+nothing.
+
+Job input, one of:
+
+- native: the fields of ``rag.request.AskRequest`` (question, top_k,
+  max_new_tokens, temperature, top_p, stop, seed, system_prompt, history, …)
+  plus ``stream`` (default false). Output: with ``stream`` the text in pieces
+  ``{"text": "..."}``, then always one final object ``{"answer", "refused",
+  "citations", "usage", "timings", …}`` (``Answer.to_dict()``).
+- OpenAI, as the platform sends its ``/openai/v1`` routes:
+  ``{"openai_route": "/v1/chat/completions" | "/v1/models", "openai_input": {...}}``.
+  Output: one ``chat.completion`` object, or server-sent-event strings of
+  ``chat.completion.chunk`` objects ending with ``data: [DONE]`` (see
+  ``rag.openai_compat`` for the ``sources`` field and the "Nguồn:" block).
+
+Errors, whatever their cause, are one object ``{"error": "<code>: <message>"}``
+yielded as the last output (the SDK turns it into a failed job); the handler
+never raises. A fatal CUDA error also sets ``refresh_worker`` so RunPod
+replaces this worker after the job.
+
+Environment (besides rag's ``RAG_*`` settings): ``RUNPOD_MAX_CONCURRENCY``,
+jobs one worker runs at once (default 1 with an LLM, whose generation
+``rag.generate`` serialises per model; 4 in extractive mode). ``HF_HOME``
+is the image's baked cache (used offline) when there is one, else
+``/runpod-volume/huggingface`` when a network volume is mounted.
+
+Out of scope: prompt building, retrieval, citation formatting (all in rag/),
+batching requests into one forward pass (use a vLLM worker for that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any, AsyncIterator
+
+from rag.config import Settings
+from rag.errors import ConfigError, InputError
+from rag.request import AskRequest
+
+log = logging.getLogger("rag.runpod")
+
+MAX_CONCURRENCY_ENV = "RUNPOD_MAX_CONCURRENCY"
+VOLUME = "/runpod-volume"
+BAKED_HF_HOME = "/opt/hf"  # where runpod_worker/Dockerfile puts baked weights
+OPENAI_KEYS = ("openai_route", "openai_input")
+
+
+def max_concurrency_from_env(env: Mapping[str, str], settings: Settings | None = None) -> int:
+    raw = (env.get(MAX_CONCURRENCY_ENV) or "").strip()
+    if not raw:
+        return 1 if settings is not None and settings.llm else 4
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise ConfigError(f"{MAX_CONCURRENCY_ENV}={raw!r} is not an integer: set it to the jobs one worker runs at once.") from e
+    if not 1 <= value <= 256:
+        raise ConfigError(f"{MAX_CONCURRENCY_ENV}={raw!r} is out of range: allowed 1 to 256.")
+    return value
+
+
+def resolve_sources(settings: Settings, env: Mapping[str, str], volume: str = VOLUME) -> Settings:
+    """An adapter given as a tarball or its URL (what a Replicate training returns) and an index given
+    as ``RAG_INDEX_URL`` become local directories, as in the Cog model's setup. Downloads are cached
+    on the network volume when there is one, so they survive the worker.
+    """
+    from pathlib import Path
+
+    from rag.weights import WeightsCache, is_url, resolve_adapter, resolve_index
+
+    index_url = (env.get("RAG_INDEX_URL") or "").strip()  # as predict.py reads it, until Settings has it
+    if not settings.adapter and not index_url:
+        return settings
+    on_volume = os.path.isdir(volume) and os.access(volume, os.W_OK)
+    cache = WeightsCache(Path(volume) / "rag" / "weights") if on_volume else WeightsCache.default()
+    if settings.adapter:
+        settings = settings.with_(adapter=resolve_adapter(settings.adapter, what="RAG_ADAPTER", cache=cache,
+                                                          token=settings.hf_token))
+    if index_url and settings.index_dir is None and not settings.chroma_url:
+        if not is_url(index_url):
+            raise ConfigError(f"RAG_INDEX_URL={index_url!r} is not an http(s) URL: for a local index set RAG_INDEX_DIR.")
+        settings = settings.with_(index_dir=resolve_index(index_url, what="RAG_INDEX_URL", cache=cache,
+                                                          token=settings.hf_token))
+    return settings
+
+
+def parse_job(job: Any, settings: Settings):
+    """Return ("models", None), ("chat", ChatRequest) or ("ask", (AskRequest, stream)); InputError otherwise."""
+    from rag.openai_compat import ROUTE_CHAT, ROUTE_MODELS, ROUTES, parse_chat
+
+    if not isinstance(job, Mapping):
+        raise InputError("the job must be a JSON object with an 'input' object.")
+    data = job.get("input")
+    if data is None:
+        raise InputError("missing 'input': send {\"input\": {\"question\": \"...\"}}.")
+    if not isinstance(data, Mapping):
+        raise InputError(f"'input' must be a JSON object, got {type(data).__name__}.")
+    if any(k in data for k in OPENAI_KEYS):
+        extra = sorted(set(data) - set(OPENAI_KEYS))
+        if extra:
+            raise InputError(f"unknown field(s) next to openai_route: {', '.join(extra)}. Allowed: openai_route, openai_input.")
+        route = data.get("openai_route")
+        if route not in ROUTES:
+            raise InputError(f"unsupported openai_route {route!r}: this worker serves {', '.join(ROUTES)}.")
+        if route == ROUTE_MODELS:
+            return "models", None
+        assert route == ROUTE_CHAT
+        return "chat", parse_chat(data.get("openai_input"), settings)
+    allowed = (*AskRequest.fields_(), "stream")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise InputError(f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(allowed)}.")
+    fields = dict(data)
+    stream = fields.pop("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InputError("'stream' must be true or false.")
+    return "ask", (AskRequest.from_dict(fields, settings), stream)
+
+
+class Worker:
+    """One per process: the loaded pipeline, and the config dict given to ``runpod.serverless.start``."""
+
+    def __init__(self, pipeline=None, *, max_concurrency: int = 1, startup_error: BaseException | None = None,
+                 settings: Settings | None = None):
+        self.pipeline = pipeline
+        # Requests are validated against these (limits); the served model name comes from them too.
+        self.settings = settings or (pipeline.settings if pipeline is not None else Settings())
+        self.max_concurrency = max_concurrency
+        self.startup_error = startup_error
+        # The SDK reads "refresh_worker" from this same dict after each job (rp_job.handle_job,
+        # rp_scale.JobScaler.handle_job): setting it asks RunPod for a fresh worker.
+        self.config: dict[str, Any] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Worker":
+        """Load and warm up everything now; a failure is kept and reported to every job instead of crashing."""
+        from rag.pipeline import Pipeline
+        from rag.serving import is_fatal_device_error
+
+        env = os.environ if env is None else env
+        settings = None
+        try:
+            settings = Settings.from_env(env)
+            concurrency = max_concurrency_from_env(env, settings)
+            pipeline = Pipeline.from_settings(resolve_sources(settings, env))
+            pipeline.warmup()
+        except Exception as e:  # noqa: BLE001 - every job will say what failed
+            log.exception("the worker could not start")
+            worker = cls(None, startup_error=e, settings=settings)
+            if is_fatal_device_error(e):
+                worker.config["refresh_worker"] = True
+            return worker
+        mode = f"LLM {settings.llm}" if settings.llm else "extractive answers"
+        log.info("ready: %s over %d chunks, up to %d jobs at once", mode, len(pipeline.index), concurrency)
+        # named after the adapter/model as configured, not the cache directory a URL was unpacked into
+        return cls(pipeline, max_concurrency=concurrency, settings=settings)
+
+    @property
+    def model_name(self) -> str:
+        from rag.openai_compat import served_model_name
+
+        return served_model_name(self.settings)
+
+    # -- what runpod.serverless.start gets ------------------------------------------------------------
+    def start_config(self, *, local_test: bool = False) -> dict:
+        self.config.update(
+            handler=self.run_to_completion if local_test else self.handler,
+            concurrency_modifier=self.concurrency_modifier,
+            return_aggregate_stream=True,
+        )
+        return self.config
+
+    def concurrency_modifier(self, current: int) -> int:
+        return self.max_concurrency
+
+    async def handler(self, job: Any) -> AsyncIterator[Any]:
+        """The RunPod handler: yields outputs; ends with ``{"error": ...}`` instead of raising."""
+        from rag.serving import is_fatal_device_error, public_message
+
+        cancel = threading.Event()
+        try:
+            if self.startup_error is not None:
+                raise _NotReady(self.startup_error)
+            kind, payload = parse_job(job, self.settings)
+            if kind == "models":
+                from rag.openai_compat import models_list
+
+                yield models_list(self.model_name)
+            elif kind == "chat":
+                async for out in self._chat(payload, cancel):
+                    yield out
+            else:
+                request, stream = payload
+                async for out in self._ask(request, stream, cancel):
+                    yield out
+        except Exception as e:  # noqa: BLE001 - the one error shape
+            cause = e.error if isinstance(e, _NotReady) else e
+            fatal = is_fatal_device_error(cause)
+            if fatal:
+                self.config["refresh_worker"] = True
+            if not isinstance(cause, InputError):
+                log.error("job %s failed", _job_id(job), exc_info=cause)
+            message = public_message(cause)
+            yield {"error": f"worker_not_ready: {message}" if isinstance(e, _NotReady) and not fatal else message}
+        finally:
+            cancel.set()  # the client left or the job was stopped: stop generating
+
+    async def run_to_completion(self, job: Any):
+        """The same job, not as a generator: what the SDK's local ``--test_input`` runner can judge.
+
+        runpod 1.12's local runner (rp_local.run_local → rp_job.run_job) awaits a handler but never
+        iterates a generator, so it would report success for any input. This returns the list the
+        platform's aggregated stream would hold, or ``{"error": ...}`` (a failed local run).
+        """
+        outputs = [out async for out in self.handler(job)]
+        if outputs and isinstance(outputs[-1], dict) and "error" in outputs[-1]:
+            return outputs[-1]
+        return outputs
+
+    # -- the two input formats ---------------------------------------------------------------------------
+    def _events(self, request: AskRequest, cancel: threading.Event):
+        """The pipeline's events, off the event loop; text that piles up while a post is in flight is merged."""
+        from rag.serving import coalesce
+        from rag.streaming import astream
+
+        return coalesce(astream(self.pipeline, request, cancel))
+
+    async def _ask(self, request: AskRequest, stream: bool, cancel: threading.Event):
+        from rag.pipeline import Delta
+
+        async for event in self._events(request, cancel):
+            if isinstance(event, Delta):
+                if stream:
+                    yield {"text": event.text}
+            else:
+                yield event.answer.to_dict()
+
+    async def _chat(self, chat, cancel: threading.Event):
+        from rag.openai_compat import SSE_DONE, ChatFormatter, sse
+        from rag.pipeline import Delta
+
+        fmt = ChatFormatter(self.model_name, include_usage=chat.include_usage)
+        head = sse(fmt.role_chunk())  # sent with the first text, not as a post of its own
+        async for event in self._events(chat.ask, cancel):
+            if not chat.stream:
+                if not isinstance(event, Delta):
+                    yield fmt.completion(event.answer)
+            elif isinstance(event, Delta):
+                yield head + sse(fmt.delta_chunk(event.text))
+                head = ""
+            else:
+                yield head + "".join(sse(c) for c in fmt.final_chunks(event.answer)) + SSE_DONE
+
+
+class _NotReady(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _job_id(job: Any) -> str:
+    return str(job.get("id", "?")) if isinstance(job, Mapping) else "?"
+
+
+# -- process entry point ----------------------------------------------------------------------------------
+_worker: Worker | None = None
+
+
+def get_worker() -> Worker:
+    """The process's Worker, loaded on first use (``main`` calls it before the first job)."""
+    global _worker
+    if _worker is None:
+        _worker = Worker.from_env()
+    return _worker
+
+
+async def handler(job: Any) -> AsyncIterator[Any]:
+    """Module-level handler for tools that want a function: delegates to the process's Worker."""
+    async for out in get_worker().handler(job):
+        yield out
+
+
+def runs_local_test(argv: list[str], env: Mapping[str, str]) -> bool:
+    """True when the SDK will run one job locally (``--test_input`` or test_input.json) rather than serve."""
+    if "--rp_serve_api" in argv or env.get("RUNPOD_REALTIME_PORT"):
+        return False
+    given = any(a == "--test_input" or a.startswith("--test_input=") for a in argv)
+    return given or not env.get("RUNPOD_WEBHOOK_GET_JOB")
+
+
+def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> None:
+    """Point HF_HOME at the weights baked into the image (offline), else at the network volume.
+
+    Weights downloaded onto the volume survive the worker, so the next cold start, on any worker
+    attached to it, skips the download. An HF_HOME set on the endpoint wins over both.
+    """
+    if env.get("HF_HOME"):
+        return
+    if os.path.exists(os.path.join(baked, ".baked")):
+        env["HF_HOME"] = baked
+        env.setdefault("HF_HUB_OFFLINE", "1")
+    elif os.path.isdir(volume) and os.access(volume, os.W_OK):
+        env["HF_HOME"] = os.path.join(volume, "huggingface")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv if argv is None else argv
+    logging.basicConfig(level=os.environ.get("RAG_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    choose_hf_cache(os.environ)  # before anything imports huggingface_hub
+    worker = get_worker()
+    import runpod
+
+    runpod.serverless.start(worker.start_config(local_test=runs_local_test(argv, os.environ)))
+
+
+if __name__ == "__main__":
+    main()
