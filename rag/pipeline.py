@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from .config import Settings
-from .embed import Embedder
+from .embed import Embedder, EmbedSpec
 from .errors import RagError
 from .extractive import extractive_answer
 from .index import Index
@@ -64,10 +64,15 @@ class Pipeline:
 
         if index_dir is not None:
             settings = settings.with_(index_dir=Path(index_dir))
-        embedder = embedder or Embedder.load(settings)
         if settings.index_dir is None and not settings.chroma_url:
+            if not (settings.resolved_index_dir() / "manifest.json").exists():
+                embedder = embedder or Embedder.load(settings)
             ensure_demo_index(settings, embedder=embedder, progress=progress)
-        index = Index.open(settings, embedder.spec)
+        # The index is opened (and checked against the embedder settings) before the embedding
+        # model is loaded, so a mismatched or missing index fails setup in seconds, not after
+        # the model loads.
+        index = Index.open(settings, embedder.spec if embedder else EmbedSpec.from_settings(settings))
+        embedder = embedder or Embedder.load(settings)
         reranker = Retriever.load_reranker(settings)
         if generator is None and load_llm and settings.llm:
             from .generate import Generator

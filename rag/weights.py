@@ -1,0 +1,286 @@
+"""Weights named by a URL: download once, verify, unpack into a bounded cache.
+
+A deployment names its adapter (and optionally its index) by a local path, a
+Hugging Face id or the URL of a tarball — what a Replicate training returns and
+what the Cog runner's ``weights`` / ``lora_weights`` and the RunPod worker
+receive. ``resolve_adapter`` turns any of those into something
+``Generator.load`` / PEFT can open: a URL or a local tarball becomes an
+unpacked directory; a directory or a Hugging Face id is passed through
+unchanged (the generator checks and downloads those itself, with HF_TOKEN).
+
+The cache (``WeightsCache``) keys entries by a hash of the URL, so a URL is
+downloaded once per machine; a per-key file lock makes concurrent requests for
+the same URL wait for one download. The cache is bounded: after each new entry
+the least recently used entries (by last use) are removed until the total size
+fits ``max_bytes``. A download larger than ``max_bytes`` is refused while it
+streams. Tarballs are checked before anything is unpacked: members must stay
+inside the target (no absolute paths, ``..`` or links out) and the marker file
+(``adapter_config.json`` for an adapter, ``manifest.json`` for an index) must
+be present.
+
+Out of scope: resuming partial downloads, checksums supplied by the caller,
+zip archives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ModelError, RagError
+
+ADAPTER_MARKER = "adapter_config.json"
+INDEX_MARKER = "manifest.json"
+DEFAULT_CACHE_BYTES = 20 * 1024**3  # adapters are MBs; a handful of merged-index tarballs fit too
+READ_TIMEOUT_S = 60.0
+_BLOCK = 1 << 20
+_DONE = ".complete"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag" / "weights"
+
+
+def is_url(ref: str) -> bool:
+    return ref.startswith(("http://", "https://"))
+
+
+def _redact(url: str) -> str:
+    """A URL as it may appear in messages and logs: no query string (signed URLs carry tokens there)."""
+    return url.split("?", 1)[0]
+
+
+@dataclass
+class WeightsCache:
+    directory: Path
+    max_bytes: int = DEFAULT_CACHE_BYTES
+    lock_timeout_s: float = 1800.0
+
+    @classmethod
+    def default(cls) -> "WeightsCache":
+        return cls(default_cache_dir())
+
+    # -- public ---------------------------------------------------------------------------------
+    def fetch(self, url: str, *, marker: str, what: str, error: type[RagError] = ModelError,
+              token: str | None = None) -> Path:
+        """Download ``url`` (a tarball) once, unpack it, and return the directory holding ``marker``."""
+        from filelock import FileLock, Timeout
+
+        if not is_url(url):
+            raise error(f"{what}: {_redact(url)!r} is not an http(s) URL.", code="weights_unreachable")
+        key = hashlib.sha256(url.encode()).hexdigest()[:32]
+        entry = self.directory / key
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(self.directory / f".{key}.lock"), timeout=self.lock_timeout_s):
+                if (entry / _DONE).exists():
+                    self.touch(entry)
+                    return self._root(entry, marker, what, url, error)
+                self._download_and_unpack(url, entry, marker, what, error, token)
+                self.touch(entry)
+        except Timeout as e:
+            raise error(f"{what}: another download of {_redact(url)} is still running; try again later.",
+                        code="weights_busy") from e
+        self.evict(keep=entry)
+        return self._root(entry, marker, what, url, error)
+
+    def entries(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return [p for p in self.directory.iterdir() if p.is_dir() and (p / _DONE).exists()]
+
+    def size(self) -> int:
+        return sum(_tree_size(p) for p in self.entries())
+
+    def touch(self, entry: Path) -> None:
+        """Mark ``entry`` as the most recently used: its marker's mtime, strictly after every other entry's
+        (file timestamps can be coarser than the time between two requests)."""
+        newest = max((p.joinpath(_DONE).stat().st_mtime_ns for p in self.entries() if p != entry), default=0)
+        t = max(time.time_ns(), newest + 1000)
+        os.utime(entry / _DONE, ns=(t, t))
+
+    def evict(self, keep: Path | None = None) -> list[Path]:
+        """Remove least recently used entries until the cache fits ``max_bytes``; never ``keep``."""
+        entries = sorted(self.entries(), key=lambda p: (p / _DONE).stat().st_mtime_ns)
+        sizes = {p: _tree_size(p) for p in entries}
+        total = sum(sizes.values())
+        removed = []
+        for p in entries:
+            if total <= self.max_bytes:
+                break
+            if keep is not None and p.resolve() == Path(keep).resolve():
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            total -= sizes[p]
+            removed.append(p)
+        return removed
+
+    # -- internals ------------------------------------------------------------------------------
+    def _download_and_unpack(self, url, entry, marker, what, error, token) -> None:
+        tag = uuid.uuid4().hex[:8]
+        part = self.directory / f".{entry.name}.{tag}.download"
+        staging = self.directory / f".{entry.name}.{tag}.unpack"
+        try:
+            _download(url, part, self.max_bytes, what, error, token)
+            unpack_tarball(part, staging, marker=marker, what=what, source=_redact(url), error=error)
+            (staging / _DONE).write_text(json.dumps({"url": _redact(url), "fetched_at": time.time()}))
+            shutil.rmtree(entry, ignore_errors=True)  # an incomplete leftover from a crash
+            os.rename(staging, entry)
+        finally:
+            part.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @staticmethod
+    def _root(entry: Path, marker: str, what: str, url: str, error) -> Path:
+        root = find_marker(entry, marker)
+        if root is None:  # cannot happen for entries we wrote; a hand-edited cache
+            raise error(f"{what}: the cached copy of {_redact(url)} has no {marker}; delete {entry} and retry.",
+                        code="weights_invalid")
+        return root
+
+
+def _download(url: str, dest: Path, limit: int, what: str, error, token: str | None) -> None:
+    headers = {"User-Agent": "rag-weights/1"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)
+    shown = _redact(url)
+    try:
+        # http(s) only: fetch() refuses other schemes (file://, ftp://) before we get here.
+        with urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as resp, open(dest, "wb") as out:  # noqa: S310
+            length = resp.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > limit:
+                raise error(f"{what}: {shown} is {_human(int(length))}, above the weights cache limit of "
+                            f"{_human(limit)}.", code="weights_too_large")
+            got = 0
+            while block := resp.read(_BLOCK):
+                got += len(block)
+                if got > limit:
+                    raise error(f"{what}: {shown} is larger than the weights cache limit of {_human(limit)}.",
+                                code="weights_too_large")
+                out.write(block)
+    except urllib.error.HTTPError as e:
+        raise error(f"{what}: downloading {shown} failed with HTTP {e.code} ({e.reason}); check the URL "
+                    "(signed URLs expire).", code="weights_unreachable") from e
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise error(f"{what}: cannot download {shown} ({reason}); check the URL and that the server is reachable.",
+                    code="weights_unreachable") from e
+
+
+def unpack_tarball(archive: Path, dest: Path, *, marker: str, what: str, source: str | None = None,
+                   error: type[RagError] = ModelError) -> Path:
+    """Check and unpack a (possibly compressed) tarball into ``dest``; return the directory holding ``marker``."""
+    shown = source or str(archive)
+    if not tarfile.is_tarfile(archive):
+        raise error(f"{what}: {shown} is not a tarball (.tar, .tar.gz, .tgz); package the directory with "
+                    f"`tar czf weights.tar.gz -C DIR .`.", code="weights_not_tarball")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                p = PurePosixPath(m.name)
+                if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
+                    raise error(f"{what}: {shown} contains {m.name!r} (an absolute path, '..' or a link); refusing to "
+                                "unpack it.", code="weights_unsafe")
+            names = {PurePosixPath(m.name) for m in members if m.isfile()}
+            if not any(n.name == marker and len(n.parts) <= 3 for n in names):
+                raise error(f"{what}: {shown} is a tarball but has no {marker}"
+                            + (" — it is not a PEFT LoRA adapter (save one with model.save_pretrained(DIR))."
+                               if marker == ADAPTER_MARKER else "."),
+                            code="weights_invalid")
+            dest.mkdir(parents=True, exist_ok=True)
+            tar.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise error(f"{what}: {shown} is a damaged tarball ({e}).", code="weights_not_tarball") from e
+    root = find_marker(dest, marker)
+    assert root is not None
+    return root
+
+
+def find_marker(directory: Path, marker: str) -> Path | None:
+    """The shallowest directory (at most two levels down) that holds ``marker``."""
+    for depth in range(3):
+        pattern = "/".join(["*"] * depth + [marker])
+        found = sorted(directory.glob(pattern))
+        if found:
+            return found[0].parent
+    return None
+
+
+def resolve_adapter(ref: str, *, what: str, cache: WeightsCache | None = None, token: str | None = None,
+                    error: type[RagError] = ModelError) -> str:
+    """A URL or a local tarball → an unpacked adapter directory; a directory or Hugging Face id → unchanged."""
+    ref = str(ref).strip()
+    if is_url(ref):
+        return str((cache or WeightsCache.default()).fetch(ref, marker=ADAPTER_MARKER, what=what, error=error,
+                                                           token=token))
+    path = Path(ref).expanduser()
+    if ref.startswith(("/", "./", "../", "~")) and not path.exists():
+        # Checked here, first thing in setup, so a typo fails in a second rather than after the models load.
+        raise error(f"{what}={ref!r}: no such file or directory. Point it at a PEFT adapter directory "
+                    "(with adapter_config.json), a tarball of one, its URL, or a Hugging Face id.",
+                    code="adapter_not_found")
+    if path.is_file():
+        cache = cache or WeightsCache.default()
+        st = path.stat()
+        key = f"file://{path.resolve()}?size={st.st_size}&mtime={st.st_mtime_ns}"
+        return str(_fetch_local(cache, key, path, ADAPTER_MARKER, what, error))
+    return ref
+
+
+def resolve_index(ref: str, *, what: str, cache: WeightsCache | None = None, token: str | None = None) -> Path:
+    """An index tarball URL (a packed index directory, manifest.json inside) → its unpacked directory."""
+    if not is_url(ref):
+        return Path(ref).expanduser()
+    return (cache or WeightsCache.default()).fetch(ref, marker=INDEX_MARKER, what=what, token=token)
+
+
+def _fetch_local(cache: WeightsCache, key: str, archive: Path, marker: str, what: str, error) -> Path:
+    from filelock import FileLock
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    entry = cache.directory / digest
+    cache.directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache.directory / f".{digest}.lock"), timeout=cache.lock_timeout_s):
+        if not (entry / _DONE).exists():
+            staging = cache.directory / f".{digest}.{uuid.uuid4().hex[:8]}.unpack"
+            try:
+                unpack_tarball(archive, staging, marker=marker, what=what, error=error)
+                (staging / _DONE).write_text(json.dumps({"file": str(archive)}))
+                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(staging, entry)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        cache.touch(entry)
+    cache.evict(keep=entry)
+    return WeightsCache._root(entry, marker, what, str(archive), error)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total

@@ -1,0 +1,571 @@
+"""The Cog model (cog.yaml + predict.py) tested through the real Cog HTTP server.
+
+Five servers (``python -m cog.server.http``, coglet 0.23) start in parallel, once per module:
+
+* ``plain``: ``ConcurrentRunner`` (async, COG_MAX_CONCURRENCY=4), extractive (no RAG_LLM),
+  the demo index via RAG_INDEX_DIR, no OpenAPI schema — so every input reaches the runner
+  and is validated by rag's AskRequest;
+* ``llm``: the default ``Runner`` (sync, live token streaming) with the tiny random Llama
+  from tests/_models.py and its LoRA adapter passed as COG_WEIGHTS (a tarball URL on a local
+  file server), the demo index built on first boot (RAG_INDEX_DIR unset), and
+  ``.cog/openapi_schema.json`` — so Cog validates against the schema first and SSE is on;
+* ``llm_async``: ``ConcurrentRunner`` with the tiny LLM (COG_MAX_CONCURRENCY=3), for
+  cancellation and concurrency of generations on the async path;
+* ``bad_adapter`` and ``bad_index``: setups that must fail (a missing RAG_ADAPTER; an index
+  whose manifest names another embedding model).
+
+Plus fast unit tests of the weights cache (rag/weights.py) and rag/render.py, no server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from _cog_schema import write_schema
+from _cog_server import REPO, CogServer, FileServer
+from _models import tiny_adapter, tiny_chat_model, tiny_models  # noqa: F401 - fixtures
+
+QUESTION = "Sinh viên bị cảnh báo học tập trong những trường hợp nào?"
+QUESTIONS = [
+    QUESTION,
+    "Điều kiện để được công nhận tốt nghiệp là gì?",
+    "Học bổng khuyến khích học tập được xét như thế nào?",
+    "Sinh viên được nghỉ học tạm thời khi nào?",
+]
+OFF_TOPIC = "Ngày mai Hà Nội có mưa không ạ?"
+REFUSAL = "Không tìm thấy quy định liên quan trong tài liệu."
+
+slow = pytest.mark.slow  # each server costs a Python + torch start; the module shares four
+
+
+# --------------------------------------------------------------------------------------- fixtures
+def _tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights_server(tmp_path_factory, tiny_adapter):  # noqa: F811
+    """Tarballs served on 127.0.0.1: a real adapter, one nested in a folder, and broken ones."""
+    d = tmp_path_factory.mktemp("weights_http")
+    with tarfile.open(d / "adapter.tar.gz", "w:gz") as tar:
+        for f in sorted(Path(tiny_adapter).iterdir()):
+            tar.add(f, arcname=f.name)
+    with tarfile.open(d / "adapter-copy.tar.gz", "w:gz") as tar:  # same content, another URL
+        tar.add(tiny_adapter, arcname="my-adapter")
+    (d / "not-a-tarball.tar.gz").write_text("<html>404 Not Found</html>")
+    _tar(d / "no-adapter.tar.gz", {"README.md": b"# just a readme\n"})
+    server = FileServer(d)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def other_model_index(demo_index_dir, tmp_path_factory) -> Path:
+    """A copy of the demo index whose manifest says it was built with another embedding model."""
+    copy = tmp_path_factory.mktemp("other_model") / "index"
+    shutil.copytree(demo_index_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    manifest["embed_model"] = "bkai-foundation-models/vietnamese-bi-encoder"
+    (copy / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return copy
+
+
+def _project_copy(root: Path, schema: bool) -> Path:
+    """The model as `cog build` lays it out: predict.py (+ .cog/openapi_schema.json); rag comes installed."""
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "predict.py", root / "predict.py")
+    shutil.copy(REPO / "cog.yaml", root / "cog.yaml")
+    if schema:
+        write_schema(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cog_servers(tmp_path_factory, demo_index_dir, tiny_chat_model, weights_server, other_model_index):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("cog")
+    plain_dir = _project_copy(tmp / "plain", schema=False)
+    schema_dir = _project_copy(tmp / "with_schema", schema=True)
+    concurrent = "predict.py:ConcurrentRunner"
+    servers = {
+        "plain": CogServer("plain", plain_dir, {
+            "RAG_INDEX_DIR": demo_index_dir, "COG_MAX_CONCURRENCY": 4, "XDG_CACHE_HOME": tmp / "plain-cache",
+        }, tmp / "plain.log", ref=concurrent),
+        "llm": CogServer("llm", schema_dir, {
+            "RAG_LLM": tiny_chat_model, "COG_WEIGHTS": weights_server.url("adapter.tar.gz"),
+            "XDG_CACHE_HOME": tmp / "llm-cache",
+        }, tmp / "llm.log"),
+        "llm_async": CogServer("llm_async", plain_dir, {
+            "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "COG_MAX_CONCURRENCY": 3,
+            "XDG_CACHE_HOME": tmp / "llm-async-cache",
+        }, tmp / "llm_async.log", ref=concurrent),
+        "bad_adapter": CogServer("bad_adapter", plain_dir, {
+            "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "RAG_ADAPTER": "/nonexistent/adapter",
+            "XDG_CACHE_HOME": tmp / "bad-adapter-cache",
+        }, tmp / "bad_adapter.log"),
+        "bad_index": CogServer("bad_index", plain_dir, {
+            "RAG_INDEX_DIR": other_model_index, "XDG_CACHE_HOME": tmp / "bad-index-cache",
+        }, tmp / "bad_index.log"),
+    }
+    for s in servers.values():
+        s.start()
+    yield servers
+    for s in servers.values():
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def plain(cog_servers) -> CogServer:
+    cog_servers["plain"].wait()
+    return cog_servers["plain"]
+
+
+@pytest.fixture(scope="module")
+def llm(cog_servers) -> CogServer:
+    cog_servers["llm"].wait()
+    return cog_servers["llm"]
+
+
+@pytest.fixture(scope="module")
+def llm_async(cog_servers) -> CogServer:
+    cog_servers["llm_async"].wait()
+    return cog_servers["llm_async"]
+
+
+@pytest.fixture(scope="module")
+def llm_index(llm) -> Path:
+    """Where the llm server built the demo index on first boot (RAG_INDEX_DIR unset)."""
+    return Path(llm.env["XDG_CACHE_HOME"]) / "rag" / "index"
+
+
+def _ok(r: requests.Response) -> dict:
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "succeeded", body
+    return body
+
+
+def _text(body: dict) -> str:
+    return "".join(body["output"])
+
+
+# ----------------------------------------------------------------------------------- lifecycle
+@slow
+def test_health_goes_from_starting_to_ready(plain):
+    assert plain.statuses[0] == "STARTING" and plain.statuses[-1] == "READY", plain.statuses
+    assert "SETUP_FAILED" not in plain.statuses
+    assert plain.health_body["setup"]["status"] == "succeeded"
+    logs = plain.setup_logs("loaded: ")
+    assert f"loaded: extractive (no RAG_LLM); index {plain.env['RAG_INDEX_DIR']}" in logs
+
+
+@slow
+def test_weights_url_becomes_the_adapter_and_demo_index_is_built_on_first_boot(llm, llm_index, weights_server):
+    assert llm.statuses[-1] == "READY", llm.statuses
+    logs = llm.setup_logs("loaded: ")
+    assert f"loaded: llm {llm.env['RAG_LLM']} + adapter {Path(llm.env['XDG_CACHE_HOME']) / 'rag' / 'weights'}" in logs
+    assert weights_server.hits.get("/adapter.tar.gz") == 1
+    assert (llm_index / "manifest.json").exists() and str(llm_index) in logs
+
+
+@slow
+def test_missing_adapter_fails_setup_with_the_reason_in_the_logs(cog_servers):
+    server = cog_servers["bad_adapter"]
+    body = server.wait()
+    assert body["status"] == "SETUP_FAILED", body
+    assert body["setup"]["status"] == "failed"
+    logs = body["setup"]["logs"]
+    assert "RAG_ADAPTER='/nonexistent/adapter': no such file or directory" in logs
+    assert "adapter_not_found: " in logs
+    assert server.predict({"question": QUESTION}).status_code != 200  # never serves
+
+
+@slow
+def test_index_built_with_another_embedding_model_fails_setup(cog_servers):
+    body = cog_servers["bad_index"].wait()
+    assert body["status"] == "SETUP_FAILED", body
+    logs = body["setup"]["logs"]
+    assert "reindex_required: " in logs
+    assert "built with bkai-foundation-models/vietnamese-bi-encoder but RAG_EMBED_MODEL is all-MiniLM-L6-v2" in logs
+
+
+# ------------------------------------------------------------------------------------- answers
+@slow
+def test_json_answer_cites_exactly_the_retrieved_passages(plain, demo_pipeline):
+    body = _ok(plain.predict({"question": QUESTION, "top_k": 4, "output_format": "json"}))
+    answer = json.loads(_text(body))
+    expected = demo_pipeline.search(QUESTION, 4)
+    assert [(p["rank"], p["id"]) for p in answer["passages"]] == [(h.rank, h.chunk.id) for h in expected.hits]
+    assert [p["citation"] for p in answer["passages"]] == [h.chunk.citation().to_dict() for h in expected.hits]
+    assert answer["mode"] == "extractive" and not answer["refused"]
+    # The extractive answer quotes the best passage first, then maybe a second from another Điều.
+    hit_citations = [h.chunk.citation().to_dict() for h in expected.hits]
+    assert answer["citations"][0] == hit_citations[0]
+    assert all(c in hit_citations[:2] for c in answer["citations"])
+    assert answer["timings"]["retrieve_ms"] > 0
+    assert body["metrics"]["retrieval_ms"] == pytest.approx(answer["timings"]["retrieve_ms"], abs=0.01)
+    assert body["metrics"]["time_to_first_token_ms"] > 0
+
+
+@slow
+def test_text_answer_ends_with_the_sources_of_its_citations(plain, demo_pipeline):
+    body = _ok(plain.predict({"question": QUESTION}))
+    reference = demo_pipeline.answer({"question": QUESTION})
+    answer_text, sources = body["output"][0], body["output"][-1]
+    assert answer_text == reference.text
+    assert sources == "\n\nNguồn:\n" + "\n".join(f"[{i}] {c.label()}" for i, c in enumerate(reference.citations, 1))
+    assert "Điều" in sources
+    assert "input_token_count" not in body["metrics"]  # extractive: no LLM tokens
+
+
+@slow
+def test_off_topic_question_is_refused_without_sources(plain):
+    body = _ok(plain.predict({"question": OFF_TOPIC}))
+    assert _text(body) == REFUSAL
+    answer = json.loads(_text(_ok(plain.predict({"question": OFF_TOPIC, "output_format": "json"}))))
+    assert answer["refused"] is True and answer["citations"] == []
+
+
+@slow
+def test_llm_answer_json_has_usage_citations_and_metrics(llm, llm_index, demo_pipeline):
+    body = _ok(llm.predict({"question": QUESTION, "max_new_tokens": 48, "output_format": "json"}))
+    answer = json.loads(_text(body))
+    assert answer["mode"] == "llm"
+    assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["prompt_tokens"] > 0
+    retrieved = [h.chunk.citation().to_dict() for h in demo_pipeline.search(QUESTION, 5).hits]
+    assert [p["citation"] for p in answer["passages"]] == retrieved  # same corpus, same embedder → same ranking
+    assert all(c in retrieved for c in answer["citations"])  # an LLM answer only cites what it was given
+    m = body["metrics"]
+    assert m["input_token_count"] == answer["usage"]["prompt_tokens"]
+    assert m["output_token_count"] == answer["usage"]["completion_tokens"]
+    assert m["time_to_first_token_ms"] >= m["retrieval_ms"] > 0
+
+
+@slow
+def test_sse_streams_the_answer_token_by_token_then_its_sources(llm):
+    inputs = {"question": QUESTIONS[2], "max_new_tokens": 48}  # its best passage fits the tiny model's context
+    reference = json.loads(_text(_ok(llm.predict({**inputs, "output_format": "json"}))))  # greedy: same answer
+    r, events = llm.stream(inputs)
+    with r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        seen = list(events)
+    kinds = [k for k, _ in seen]
+    assert kinds[0] == "start" and kinds[-1] == "completed", kinds
+    # Live: text arrives while the answer is generated, before the metrics recorded at its end
+    # (an output collected first, as coglet 0.23 does for async generators, comes after them).
+    assert kinds.index("output") < kinds.index("metric"), kinds
+    chunks = [d["chunk"] for k, d in seen if k == "output"]
+    final = seen[-1][1]
+    assert final["status"] == "succeeded", final
+    assert len(chunks) >= 3  # streamed piece by piece, not one blob
+    assert "".join(chunks) == "".join(final["output"])
+    block = _sources_block(reference)
+    assert block, reference  # the tiny model is given passages, so its answer has sources
+    assert chunks[-1] == block
+    assert "".join(chunks[:-1]).strip() == reference["answer"]
+
+
+def _sources_block(answer: dict) -> str:
+    from rag.render import sources_block
+    from rag.types import Answer, Citation
+
+    return sources_block(Answer(answer["answer"], answer["refused"], [Citation(**c) for c in answer["citations"]],
+                                unsupported_citations=answer["unsupported_citations"]))
+
+
+@slow
+def test_cancel_a_running_prediction(llm):
+    """The default Runner: Cog injects CancelationException into the generating thread."""
+    inputs = {"question": QUESTION, "max_new_tokens": 650}
+    full = _ok(llm.predict(inputs))["metrics"]["predict_time"]  # how long it runs uncancelled
+    pid = f"cancel-{uuid.uuid4().hex[:12]}"
+    r, events = llm.stream(inputs, prediction_id=pid, timeout=120)
+    with r:
+        assert r.status_code == 200, r.text
+        for kind, data in events:
+            if kind == "output":  # generation is under way
+                break
+        cancel = requests.post(f"{llm.url}/predictions/{pid}/cancel", timeout=10)
+        assert cancel.status_code == 200
+        final = next(d for k, d in events if k == "completed")
+    assert final["status"] == "canceled", final
+    assert requests.post(f"{llm.url}/predictions/{pid}/cancel", timeout=10).status_code == 404  # gone
+    _assert_generation_stopped(llm, full)
+
+
+def _assert_generation_stopped(server: CogServer, full: float) -> None:
+    """One generation at a time per model: had the cancelled one gone on in the background, this
+    short request would wait for it to finish (most of ``full`` seconds)."""
+    after = _ok(server.predict({"question": QUESTION, "max_new_tokens": 8, "output_format": "json"}, timeout=60))
+    assert json.loads(_text(after))["usage"]["completion_tokens"] <= 8
+    assert after["metrics"]["predict_time"] < full / 2, (after["metrics"], full)
+
+
+@slow
+def test_cancel_a_running_prediction_on_the_concurrent_runner(llm_async):
+    inputs = {"question": QUESTION, "max_new_tokens": 650}
+    full = _ok(llm_async.predict(inputs))["metrics"]["predict_time"]  # how long it runs uncancelled
+    pid = f"cancel-async-{uuid.uuid4().hex[:12]}"
+    result: dict = {}
+    put = threading.Thread(target=lambda: result.update(
+        r=requests.put(f"{llm_async.url}/predictions/{pid}", json={"input": inputs}, timeout=120)))
+    t0 = time.monotonic()
+    put.start()
+    while True:  # cancel as soon as the server knows the prediction
+        time.sleep(0.05)
+        if requests.post(f"{llm_async.url}/predictions/{pid}/cancel", timeout=10).status_code == 200:
+            break
+        assert time.monotonic() - t0 < full / 2, "the prediction was never seen running"
+    put.join(timeout=60)
+    body = result["r"].json()
+    assert body["status"] == "canceled", body
+    assert body["metrics"]["predict_time"] < full
+    _assert_generation_stopped(llm_async, full)
+
+
+def _concurrently(server: CogServer, inputs: list[dict]) -> list[requests.Response]:
+    results: list = [None] * len(inputs)
+    barrier = threading.Barrier(len(inputs))
+
+    def go(i):
+        barrier.wait()
+        results[i] = server.predict(inputs[i])
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@slow
+def test_concurrent_predictions_each_get_their_own_answer(plain):
+    inputs = [{"question": q, "output_format": "json"} for q in QUESTIONS]
+    alone = [json.loads(_text(_ok(plain.predict(i)))) for i in inputs]
+    together = _concurrently(plain, inputs)
+    # With COG_MAX_CONCURRENCY=1 (or a sync run) three of these would be 409 "At capacity".
+    assert [r.status_code for r in together] == [200] * len(inputs), [r.text for r in together]
+    got = [json.loads(_text(_ok(r))) for r in together]
+    assert [g["answer"] for g in got] == [a["answer"] for a in alone]
+    assert len({g["answer"] for g in got}) == len(QUESTIONS)
+
+
+@slow
+def test_concurrent_llm_predictions_match_their_sequential_runs(llm_async):
+    inputs = [{"question": q, "max_new_tokens": 24, "output_format": "json"} for q in QUESTIONS[:3]]
+    alone = [json.loads(_text(_ok(llm_async.predict(i))))["answer"] for i in inputs]
+    together = [json.loads(_text(_ok(r)))["answer"] for r in _concurrently(llm_async, inputs)]
+    assert together == alone  # greedy decoding: no cross-talk between streams
+
+
+# ---------------------------------------------------------------------------------- bad inputs
+LONG = "a" * 2010  # > RAG_MAX_QUESTION_CHARS (2000)
+
+# (id, input, runner message, schema rejection: (field, message) or None when the schema lets it through)
+BAD_INPUTS = [
+    ("empty_question", {"question": ""}, "invalid_input: 'question' is empty", None),
+    ("blank_question", {"question": "   "}, "invalid_input: 'question' is empty", None),
+    ("missing_question", {}, "invalid_input: missing field 'question'", ("question", "Field required")),
+    ("long_question", {"question": LONG}, "'question' is 2010 characters; the limit is 2000",
+     ("question", "is longer than 2000 characters")),
+    ("top_k_high", {"question": QUESTION, "top_k": 50}, "'top_k'=50 is out of range: allowed 1 to 20",
+     ("top_k", "50 is greater than the maximum of 20")),
+    ("top_k_zero", {"question": QUESTION, "top_k": 0}, "'top_k'=0 is out of range", ("top_k", "less than the minimum")),
+    ("max_new_tokens", {"question": QUESTION, "max_new_tokens": 100000}, "'max_new_tokens'=100000 is out of range",
+     ("max_new_tokens", "greater than the maximum of 2048")),
+    ("temperature_high", {"question": QUESTION, "temperature": 2.5}, "'temperature'=2.5 is out of range",
+     ("temperature", "greater than the maximum of 2")),
+    ("top_p_zero", {"question": QUESTION, "top_p": 0}, "'top_p' must be in (0, 1]", None),
+    ("temperature_nan", {"question": QUESTION, "temperature": "NaN"}, "'temperature' must be a number",
+     ("temperature", '"NaN" is not of type "number"')),
+    ("history_malformed", {"question": QUESTION, "history": '[{"role": "user", "content": '},
+     "'history' is not valid JSON", None),
+    ("history_bad_role", {"question": QUESTION, "history": '[{"role": "system", "content": "x"}]'},
+     "'history[0].role' is 'system'; use 'user' or 'assistant'", None),
+    ("five_stops", {"question": QUESTION, "stop_sequences": "a,b,c,d,e"}, "'stop' has 5 sequences; at most 4", None),
+    ("output_format", {"question": QUESTION, "output_format": "xml"}, "'output_format' is 'xml'",
+     ("output_format", "xml")),
+    ("lora_not_url", {"question": QUESTION, "lora_weights": "/etc/passwd"}, "'lora_weights' must be an http(s) URL",
+     None),
+]
+LORA_CASES = [  # the URL is filled in from the local file server
+    ("lora_unreachable", "closed-port", "weights_unreachable: lora_weights: cannot download"),
+    ("lora_404", "missing.tar.gz", "weights_unreachable: lora_weights: downloading"),
+    ("lora_not_tarball", "not-a-tarball.tar.gz", "weights_not_tarball: lora_weights:"),
+    ("lora_no_adapter_config", "no-adapter.tar.gz", "weights_invalid: lora_weights:"),
+]
+
+
+def _rejection(r: requests.Response) -> tuple[str, str]:
+    """('schema', 'field: msg; …') for Cog's own 422, or ('runner', error) for a failed prediction."""
+    if r.status_code == 422:
+        return "schema", "; ".join(f"{d['loc'][-1]}: {d['msg']}" for d in r.json()["detail"])
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "failed", (r.status_code, body)
+    error = body["error"]
+    assert "Traceback" not in error and "/work/" not in error  # nothing internal leaks
+    # coglet prefixes the runner's message ("Prediction failed: Generator iteration error: RunnerError: …")
+    return "runner", error.split("RunnerError: ", 1)[-1]
+
+
+def _lora_url(weights_server, target: str) -> str:
+    if target == "closed-port":
+        from _cog_server import free_port
+
+        return f"http://127.0.0.1:{free_port()}/adapter.tar.gz"
+    return weights_server.url(target)
+
+
+@slow
+@pytest.mark.parametrize("server_name", ["plain", "llm"])
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_rejected_with_a_message(case, server_name, cog_servers):
+    _id, inputs, runner_msg, schema_rule = case
+    server = cog_servers[server_name]
+    server.wait()
+    where, message = _rejection(server.predict(inputs))
+    with_schema = server_name == "llm"
+    if with_schema and schema_rule is not None:
+        field, msg = schema_rule
+        assert where == "schema" and f"{field}: " in message and msg in message, message
+    else:
+        assert where == "runner" and runner_msg in message, message
+
+
+@slow
+@pytest.mark.parametrize("server_name", ["plain", "llm"])
+@pytest.mark.parametrize("case", LORA_CASES, ids=[c[0] for c in LORA_CASES])
+def test_bad_lora_weights_url_is_rejected(case, server_name, cog_servers, weights_server):
+    _id, target, expected = case
+    server = cog_servers[server_name]
+    server.wait()
+    url = _lora_url(weights_server, target)
+    where, message = _rejection(server.predict({"question": QUESTION, "lora_weights": url}))
+    assert where == "runner" and expected in message and url.split("?")[0] in message, message
+
+
+@slow
+def test_runner_messages_are_the_same_with_and_without_a_schema(plain, llm):
+    for _id, inputs, _msg, schema_rule in BAD_INPUTS:
+        if schema_rule is None:
+            a, b = _rejection(plain.predict(inputs)), _rejection(llm.predict(inputs))
+            assert a == b, (_id, a, b)
+
+
+@slow
+def test_raw_nan_is_not_json_and_is_refused_by_the_server(plain, llm):
+    body = '{"input": {"question": "x", "temperature": NaN}}'
+    for server in (plain, llm):
+        r = requests.post(f"{server.url}/predictions", data=body, headers={"Content-Type": "application/json"},
+                          timeout=30)
+        assert r.status_code == 400 and "temperature" in r.text
+
+
+@slow
+def test_stop_sequences_as_json_array_and_good_history_are_accepted(plain):
+    history = json.dumps([{"role": "user", "content": "Cảnh báo học tập là gì?"},
+                          {"role": "assistant", "content": "Theo Điều 10 …"}], ensure_ascii=False)
+    body = _ok(plain.predict({"question": "Còn buộc thôi học thì sao?", "history": history,
+                              "stop_sequences": '["###", "a,b"]', "output_format": "json"}))
+    assert not json.loads(_text(body))["refused"]
+
+
+@slow
+def test_lora_weights_url_is_downloaded_once_and_cached(plain, weights_server):
+    url = weights_server.url("adapter-copy.tar.gz")
+    for _ in range(2):
+        where, message = _rejection(plain.predict({"question": QUESTION, "lora_weights": url}))
+        # Downloaded and verified, then refused: this model has no LLM to put the adapter on.
+        assert where == "runner" and "lora_weights needs an LLM" in message, message
+    assert weights_server.hits["/adapter-copy.tar.gz"] == 1
+    cache = Path(plain.env["XDG_CACHE_HOME"]) / "rag" / "weights"
+    assert len(list(cache.glob("*/my-adapter/adapter_config.json"))) == 1
+
+
+# ------------------------------------------------------------------- the weights cache, no server
+def test_cache_evicts_least_recently_used_entries(tmp_path, monkeypatch):
+    from rag import weights
+
+    d = tmp_path / "srv"
+    d.mkdir()
+    blob = bytes(range(256)) * 400  # ~100 KB, incompressible enough
+    for name in "abc":
+        _tar(d / f"{name}.tar", {"adapter_config.json": b"{}", "weights.bin": blob + name.encode()})
+    server = FileServer(d)
+    try:
+        cache = weights.WeightsCache(tmp_path / "cache", max_bytes=250_000)
+        a = cache.fetch(server.url("a.tar"), marker="adapter_config.json", what="t")
+        b = cache.fetch(server.url("b.tar"), marker="adapter_config.json", what="t")
+        assert cache.fetch(server.url("a.tar"), marker="adapter_config.json", what="t") == a  # a used again
+        c = cache.fetch(server.url("c.tar"), marker="adapter_config.json", what="t")
+        assert a.exists() and c.exists() and not b.exists()  # b was least recently used
+        assert cache.size() <= 250_000
+        assert server.hits == {"/a.tar": 1, "/b.tar": 1, "/c.tar": 1}
+        with pytest.raises(weights.RagError, match=r"above the weights cache limit of 100 B") as e:
+            weights.WeightsCache(tmp_path / "small", max_bytes=100).fetch(
+                server.url("a.tar"), marker="adapter_config.json", what="t")
+        assert e.value.code == "weights_too_large"
+    finally:
+        server.close()
+
+
+def test_unsafe_or_nested_tarballs(tmp_path):
+    from rag import weights
+
+    evil = _tar(tmp_path / "evil.tar.gz", {"adapter_config.json": b"{}", "../escape.txt": b"x"})
+    with pytest.raises(weights.RagError, match="refusing to unpack") as e:
+        weights.unpack_tarball(evil, tmp_path / "out", marker="adapter_config.json", what="t")
+    assert e.value.code == "weights_unsafe" and not (tmp_path / "escape.txt").exists()
+    nested = _tar(tmp_path / "nested.tar.gz", {"run-1/adapter/adapter_config.json": b"{}"})
+    root = weights.unpack_tarball(nested, tmp_path / "n", marker="adapter_config.json", what="t")
+    assert root == tmp_path / "n" / "run-1" / "adapter"
+
+
+def test_resolve_adapter_passes_dirs_and_hub_ids_and_unpacks_local_tarballs(tmp_path, tiny_adapter):  # noqa: F811
+    from rag import weights
+
+    cache = weights.WeightsCache(tmp_path / "cache")
+    assert weights.resolve_adapter(str(tiny_adapter), what="RAG_ADAPTER", cache=cache) == str(tiny_adapter)
+    assert weights.resolve_adapter("owner/my-adapter", what="RAG_ADAPTER", cache=cache) == "owner/my-adapter"
+    tgz = tmp_path / "a.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tiny_adapter, arcname="adapter")
+    out = Path(weights.resolve_adapter(str(tgz), what="weights", cache=cache))
+    assert (out / "adapter_config.json").exists() and out.is_relative_to(cache.directory)
+    with pytest.raises(weights.RagError, match="no such file or directory") as e:
+        weights.resolve_adapter("/no/such/adapter", what="RAG_ADAPTER", cache=cache)
+    assert e.value.code == "adapter_not_found"
+
+
+def test_render_sources_block_and_json():
+    from rag.render import answer_json, sources_block
+    from rag.types import Answer, Chunk, Citation, Hit
+
+    c = Citation(document="Quy chế đào tạo", source="qc.md", page=4, article="10",
+                 article_title="Cảnh báo học tập", clause="2")
+    assert sources_block(Answer("…", False, [c], unsupported_citations=["Điều 99"])) == (
+        "\n\nNguồn:\n[1] Điều 10 (Cảnh báo học tập), Khoản 2 — Quy chế đào tạo, tr. 4\n"
+        "(không có trong tài liệu được truy xuất: Điều 99)"
+    )
+    assert sources_block(Answer(REFUSAL, True, [])) == ""
+    hit = Hit(Chunk(id="abc", text="t", header="h", document="Quy chế đào tạo", source="qc.md", article="10"),
+              score=0.5, rank=1)
+    d = answer_json(Answer("x", False, [c], hits=[hit]))
+    assert d["passages"] == [{"rank": 1, "score": 0.5, "id": "abc", "citation": hit.chunk.citation().to_dict()}]
+    assert not math.isnan(d["passages"][0]["score"])
