@@ -133,7 +133,7 @@ def ingest(
                     files_meta[source] = prev
                     report.files.append(FileResult(source, "unchanged", prev.get("pages", 0), prev.get("chunks", 0)))
                     continue
-                doc = read_document(path, settings, source=source, index_dir=directory)
+                doc = read_document(path, settings, source=source, index_dir=directory, progress=progress)
                 chunks = chunk_document(doc, max_chars=settings.chunk_max_chars)
                 if not chunks:
                     raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
@@ -179,12 +179,26 @@ def ingest(
     return report
 
 
-def read_document(path: Path, settings: Settings, *, source: str, index_dir: Path | None = None):
-    """Load one file and clean its pages (the same steps for every format)."""
+def read_document(
+    path: Path, settings: Settings, *, source: str, index_dir: Path | None = None, progress: bool = False
+):
+    """Load one file and clean its pages (the same steps for every format, OCR'd pages included).
+
+    Scanned PDF pages are OCR'd unless ``settings.ocr`` is "never" (see ``rag.ocr``); with
+    ``index_dir``, OCR results are cached beside it (``rag.ocr.ocr_cache_dir``).
+    """
+    from functools import partial
+
     from .load import load_file
     from .normalise import clean_pages
 
-    doc = load_file(path, settings, source=source)
+    ocr = None
+    if settings.ocr != "never" and Path(path).suffix.lower() == ".pdf":
+        from .ocr import ocr_cache_dir, ocr_pdf_pages
+
+        cache = ocr_cache_dir(index_dir) if index_dir is not None else None
+        ocr = partial(ocr_pdf_pages, settings=settings, cache_dir=cache, progress=progress)
+    doc = load_file(path, settings, source=source, ocr=ocr)
     doc.pages = clean_pages(doc.pages)
     return doc
 

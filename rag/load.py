@@ -14,9 +14,9 @@ JSON files hold one document, in one of two shapes (other keys are ignored)::
 
 Out of scope: Vietnamese normalisation (NFC, tone placement, headers/footers;
 see ``rag.normalise``) — text is only decoded to ``str`` and line endings made
-``\\n``; OCR — PDF pages without a text layer are left out of the returned
-document, ``load_pdf_pages`` and ``pdf_pages_without_text`` let a later OCR step
-find and fill them; DOCX headers, footers, footnotes and comments.
+``\\n``; OCR itself (``rag.ocr``) — without an ``ocr`` hook, PDF pages without a
+text layer are left out of the returned document (``load_pdf_pages`` and
+``pdf_pages_without_text`` list them); DOCX headers, footers, footnotes and comments.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .config import Settings
 from .errors import InputError, LoadError, NeedsOCRError
@@ -165,12 +165,22 @@ def _walk(root: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]
 # Entry point
 
 
-def load_file(path: str | Path, settings: Settings, *, source: str | None = None) -> Document:
+# (PDF bytes, every page in order, source name) -> the pages, those it OCR'd with ocr=True
+OcrHook = Callable[[bytes, list[Page], str], list[Page]]
+
+
+def load_file(
+    path: str | Path, settings: Settings, *, source: str | None = None, ocr: OcrHook | None = None
+) -> Document:
     """Load one file into a ``Document``; ``source`` (default: the path as given) names it in errors.
 
-    Raises ``LoadError`` (too large, empty, unreadable, undecodable), ``NeedsOCRError``
-    (a PDF with no text layer on any page; its ``pages`` lists them) or ``InputError``
-    (no such file).
+    ``ocr`` (PDF only; ``rag.ingest.read_document`` passes ``rag.ocr.ocr_pdf_pages``) gets
+    every page of a PDF and returns them with the scanned ones OCR'd; without it, pages
+    without a text layer are left out.
+
+    Raises ``LoadError`` (too large, empty, unreadable, undecodable; OCR unavailable or
+    failing, from the hook), ``NeedsOCRError`` (a PDF with no text layer on any page and
+    no OCR; its ``pages`` lists them) or ``InputError`` (no such file).
     """
     p = Path(path)
     name = source if source is not None else str(path)
@@ -198,7 +208,7 @@ def load_file(path: str | Path, settings: Settings, *, source: str | None = None
 
     kind = _KIND.get(ext, ext[1:])
     if kind == "pdf":
-        title, pages = _load_pdf(data, name)
+        title, pages = _load_pdf(data, name, ocr)
     elif kind == "docx":
         title, pages = _load_docx(data, name, settings)
     elif kind == "html":
@@ -323,20 +333,35 @@ def _pdf_pages_pypdf(data: bytes, name: str, first: Exception) -> tuple[str | No
     return title, pages
 
 
-def _load_pdf(data: bytes, name: str) -> tuple[str | None, list[Page]]:
+def _usable(pg: Page) -> bool:
+    return bool(pg.text.strip()) if pg.ocr else has_text_layer(pg.text)
+
+
+def _load_pdf(data: bytes, name: str, ocr: OcrHook | None = None) -> tuple[str | None, list[Page]]:
     title, pages = _pdf_pages(data, name)
-    empty = [pg.number for pg in pages if not has_text_layer(pg.text)]
+    if ocr is not None:
+        pages = ocr(data, pages, name)
+    blank = [pg.number for pg in pages if pg.ocr and not pg.text.strip()]
+    empty = [pg.number for pg in pages if not pg.ocr and not has_text_layer(pg.text)]
+    if pages and not any(_usable(pg) for pg in pages) and blank:
+        raise LoadError(
+            f"{name}: no text found: OCR read nothing on pages {blank} (blank, faint or not text). "
+            "If the scan is small or faint, raise RAG_OCR_DPI and ingest again."
+        )
     if pages and len(empty) == len(pages):
         n = len(pages)
         err = NeedsOCRError(
             f"{name}: no text layer (needs OCR) — {n} scanned page{'s' if n != 1 else ''}. "
-            "Run OCR on it first (e.g. `ocrmypdf -l vie in.pdf out.pdf`) or supply a copy with a text layer."
+            "Ingest it with OCR on (`rag ingest --ocr auto`, the default; RAG_OCR=auto), run OCR on it first "
+            "(e.g. `ocrmypdf -l vie in.pdf out.pdf`) or supply a copy with a text layer."
         )
         err.pages = empty  # type: ignore[attr-defined]
         raise err
+    if blank:
+        log.warning("%s: OCR found no text on pages %s; they are left out", name, blank)
     if empty:
         log.warning("%s: pages %s have no text layer and are left out (they need OCR)", name, empty)
-    return title, [pg for pg in pages if pg.number not in empty]
+    return title, [pg for pg in pages if _usable(pg)]
 
 
 # ---------------------------------------------------------------------------
