@@ -201,6 +201,13 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .ui import serve
+
+    return serve(_settings(args), host=args.host, port=args.port, share=args.share, replicate=args.replicate,
+                 runpod=args.runpod, work_dir=args.work_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Cited answers from Vietnamese university regulations.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -271,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="convert ALQAC 2023 (its folder or train.json) to a dataset, and its laws to documents "
                          "in OUT-laws/, then exit")
     sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("ui", help="web chat (Gradio) over this index, a Replicate model or a RunPod endpoint")
+    index_arg(sp)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    sp.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    sp.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    remote = sp.add_mutually_exclusive_group()
+    remote.add_argument("--replicate", metavar="OWNER/MODEL", help="answer with this Replicate model "
+                                                                   "($REPLICATE_API_TOKEN)")
+    remote.add_argument("--runpod", metavar="ENDPOINT_ID", help="answer with this RunPod endpoint ($RUNPOD_API_KEY)")
+    sp.add_argument("--work-dir", dest="work_dir", metavar="DIR",
+                    help="where uploaded files and their working index go (default: ~/.cache/rag/ui-work)")
+    sp.set_defaults(func=cmd_ui)
     return p
 
 

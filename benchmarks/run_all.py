@@ -1,0 +1,148 @@
+"""Every benchmark in one command, one table; each figure next to its reference measured in the same run.
+
+    python benchmarks/run_all.py                          # all: about 20-30 min on 2 CPU cores
+    python benchmarks/run_all.py --only search            # one benchmark (or several: --only search,bm25)
+    python benchmarks/run_all.py --only quality --write   # also rewrite RESULTS.md / recall.png from this run
+
+Benchmarks (each module's docstring says exactly what is measured):
+
+- ``ingest``    bench_ingest.py    `rag ingest` of ALQAC vs the embedder alone on the same chunks
+- ``quality``   bench_baseline.py  the tutorial RAG baseline vs this project on ALQAC and the HUST PDFs
+- ``search``    bench_search.py    search p50/p95 at 1k/10k/50k chunks vs numpy exact and default Chroma
+- ``bm25``      bench_search.py    bm25s (Index.lexical_scores) vs rank-bm25 on the same tokens
+- ``coldstart`` bench_coldstart.py process start → first answer: CLI, Cog runner, RunPod worker
+
+A full run (no ``--only``) writes ``benchmarks/RESULTS.md`` (the table, the
+machine, the load average) and ``benchmarks/recall.png`` (recall@k curves of
+the quality benchmark). Everything else lives in a temp directory removed at
+the end. Parts that need ../shared/data skip with a note when it is absent.
+The user's RAG_* settings apply (embedder, reranker); the cold starts run
+without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from common import HEADERS, Ctx, Row, Skip, git_revision, load_average, machine, markdown_table, table  # noqa: E402
+
+ORDER = ("ingest", "quality", "search", "bm25", "coldstart")  # ingest first: quality reuses its ALQAC index
+
+
+def _bench(name: str):
+    if name == "ingest":
+        from bench_ingest import run
+    elif name == "quality":
+        from bench_baseline import run
+    elif name == "search":
+        from bench_search import run_search as run
+    elif name == "bm25":
+        from bench_search import run_bm25 as run
+    elif name == "coldstart":
+        from bench_coldstart import run
+    else:
+        raise ValueError(name)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(ORDER)}")
+    ap.add_argument("--write", action="store_true", help="write RESULTS.md and recall.png even with --only")
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    names = list(ORDER)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        bad = [n for n in names if n not in ORDER]
+        if bad:
+            ap.error(f"unknown benchmark(s) {', '.join(bad)}; choose from {', '.join(ORDER)}")
+        names = [n for n in ORDER if n in names]
+    write = args.write or not args.only
+
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    started = datetime.now(timezone.utc)
+    load_start = load_average()
+    t0 = time.perf_counter()
+    ctx = Ctx()
+    rows: list[Row] = []
+    durations = {}
+    try:
+        for name in names:
+            print(f"[{time.perf_counter() - t0:6.0f} s] {name} …", file=sys.stderr, flush=True)
+            t = time.perf_counter()
+            try:
+                rows += _bench(name)(ctx)
+            except Skip as e:
+                ctx.notes.append(f"{name}: skipped ({e})")
+            except Exception as e:  # noqa: BLE001 - report and carry on with the other benchmarks
+                traceback.print_exc()
+                ctx.notes.append(f"{name}: FAILED ({type(e).__name__}: {e})")
+            durations[name] = time.perf_counter() - t
+    finally:
+        ctx.close()
+    total = time.perf_counter() - t0
+    load_end = load_average()
+
+    print()
+    table([r.cells() for r in rows], HEADERS)
+    for n in ctx.notes:
+        print(f"note: {n}")
+    print(f"\n{machine()}; load average (1/5/15 min) at start {load_start}, at end {load_end}; {total / 60:.1f} min")
+    if write:
+        chart = None
+        if ctx.curves:
+            from rag.evaluate import write_chart
+
+            chart = write_chart(HERE / "recall.png", ctx.curves, title="recall@k at the Điều level: tutorial "
+                                                                       "baseline vs this project")
+        _write_results(Path(args.results), rows, ctx, chart, names, durations, started, total, load_start, load_end)
+        print(f"wrote {args.results}" + (f" and {chart}" if chart else ""), file=sys.stderr)
+    return 0
+
+
+def _write_results(path, rows, ctx, chart, names, durations, started, total, load_start, load_end) -> None:
+    s = ctx.settings
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Latest run of `python benchmarks/run_all.py{'' if names == list(ORDER) else ' --only ' + ','.join(names)}`, "
+        f"{started:%Y-%m-%d %H:%M} UTC, commit {git_revision()}.",
+        "",
+        f"- Machine: {machine()}; CPU only.",
+        f"- Load average (1/5/15 min): {load_start} at start, {load_end} at end. The machine was shared with other "
+        "work during the run, so absolute times are noisy; each reference was timed in the same run, interleaved "
+        "where possible, so the ratios are the figures to read.",
+        f"- Settings: embedder {s.embed_model}, reranker {s.reranker or 'none'}, "
+        f"{'LLM ' + s.llm if s.llm else 'extractive answers (no LLM)'}, top_k {s.top_k}.",
+        f"- Duration: {total / 60:.1f} min ("
+        + ", ".join(f"{n} {durations[n] / 60:.1f}" for n in names if n in durations) + ").",
+        "",
+        markdown_table([r.cells() for r in rows], HEADERS),
+    ]
+    if chart:
+        lines += [f"![recall@k: tutorial baseline vs this project]({chart.name})", "",
+                  f"`{chart.name}`: recall@k (share of questions with the gold Điều among the first k distinct Điều "
+                  "retrieved), k = 1…10.", ""]
+    if ctx.notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in ctx.notes] + [""]
+    if ctx.reused_vectors:
+        lines += [f"Embeddings reused between identical chunks in this run: {ctx.reused_vectors}.", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
