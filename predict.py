@@ -2,7 +2,10 @@
 
 ``setup()`` reads the settings from the environment (``Settings.from_env``),
 resolves the trained adapter passed as ``weights`` (COG_WEIGHTS: a tarball URL
-or path), loads everything once with ``Pipeline.from_settings`` and warms up.
+or path) and RAG_INDEX_URL with ``rag.weights.resolve_deployment``, loads
+everything once with ``Pipeline.from_settings`` and warms up. A request's
+``lora_weights`` (a tarball URL) is downloaded once into the same cache and
+served by ``rag.generate`` next to the model's own adapter.
 ``run()`` maps Cog inputs onto the fields of ``rag.request.AskRequest`` — which
 validates them with the same limits and messages as the CLI and the RunPod
 worker, so a bad input is rejected the same way whether or not Cog's server has
@@ -39,7 +42,7 @@ from typing import Optional
 from cog import AsyncConcatenateIterator, BaseRunner, ConcatenateIterator, Input, Secret, streaming
 
 from rag.config import Settings
-from rag.errors import ConfigError, InputError, ModelError, RagError
+from rag.errors import ConfigError, InputError, RagError
 from rag.request import MAX_STOPS, MAX_SYSTEM_PROMPT_CHARS, AskRequest
 
 # Static bounds for the OpenAPI schema (Replicate's form and its API-side validation): the
@@ -48,7 +51,8 @@ from rag.request import MAX_STOPS, MAX_SYSTEM_PROMPT_CHARS, AskRequest
 _S = Settings()
 _R = AskRequest(question="?")
 QUESTION = Input(description="The student's question, in Vietnamese.", max_length=_S.max_question_chars)
-TOP_K = Input(description="Passages retrieved.", default=_R.top_k, ge=1, le=_S.max_top_k)
+TOP_K = Input(description=f"Passages retrieved; empty = the deployment's RAG_TOP_K (default {_S.top_k}).",
+              default=None, ge=1, le=_S.max_top_k)
 MAX_NEW_TOKENS = Input(description="Most tokens the LLM may generate.", default=_R.max_new_tokens, ge=1,
                        le=_S.max_new_tokens_limit)
 TEMPERATURE = Input(description="0 = greedy (deterministic).", default=_R.temperature, ge=0.0, le=2.0)
@@ -61,7 +65,8 @@ SYSTEM_PROMPT = Input(description="Replaces the default system prompt (empty = d
 HISTORY = Input(description='Earlier turns as JSON: [{"role": "user", "content": "..."}, '
                 '{"role": "assistant", "content": "..."}].', default="")
 LORA_WEIGHTS = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) for this "
-                     "request; downloaded once and cached.", default=None)
+                     "request, trained on this model's base; downloaded once and cached, and kept loaded next to "
+                     "the model's own adapter (up to RAG_MAX_ADAPTERS of them).", default=None)
 HF_TOKEN = Input(description="Bearer token for a private lora_weights URL.", default=None)
 OUTPUT_FORMAT = Input(description="text: the answer, then its sources; json: one JSON document with "
                       "structured citations.", default="text", choices=["text", "json"])
@@ -74,27 +79,14 @@ class RunnerError(Exception):
 class Runner(BaseRunner):
     def setup(self, weights: Optional[str] = None) -> None:
         from rag.pipeline import Pipeline
-        from rag.weights import WeightsCache, resolve_adapter, resolve_index
+        from rag.weights import WeightsCache, resolve_deployment
 
         try:
             settings = Settings.from_env(os.environ)
-            self.cache = WeightsCache.default()
-            if weights and not settings.llm:
-                raise ConfigError(
-                    "weights were given (a trained adapter) but RAG_LLM is not set: set RAG_LLM to the base model "
-                    "the adapter was trained on."
-                )
+            self.cache = WeightsCache.from_settings(settings)  # also holds per-request lora_weights
             if weights and settings.adapter:
                 print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={settings.adapter!r}", flush=True)
-            adapter = str(weights) if weights else settings.adapter
-            if adapter:
-                what = "weights (COG_WEIGHTS)" if weights else "RAG_ADAPTER"
-                settings = settings.with_(
-                    adapter=resolve_adapter(adapter, what=what, cache=self.cache, token=settings.hf_token)
-                )
-            index_url = os.environ.get("RAG_INDEX_URL")  # until Settings grows an index_url field
-            if index_url and settings.index_dir is None:
-                settings = settings.with_(index_dir=resolve_index(index_url, what="RAG_INDEX_URL", cache=self.cache))
+            settings = resolve_deployment(settings, weights=str(weights) if weights else None, cache=self.cache)
             self.pipeline = Pipeline.from_settings(settings)
             s, p = self.pipeline.settings, self.pipeline
             # Printed before the warm-up: stdout reaches Cog's setup logs through a pipe, and a line
@@ -112,7 +104,7 @@ class Runner(BaseRunner):
     def run(
         self,
         question: str = QUESTION,
-        top_k: int = TOP_K,
+        top_k: Optional[int] = TOP_K,
         max_new_tokens: int = MAX_NEW_TOKENS,
         temperature: float = TEMPERATURE,
         top_p: float = TOP_P,
@@ -127,18 +119,18 @@ class Runner(BaseRunner):
         from rag.streaming import stream_in_thread
 
         with _errors():
-            request = self._request(locals())
-            for event in stream_in_thread(self.pipeline, request):
+            request, adapter = self._request(locals())
+            for event in stream_in_thread(self.pipeline, request, adapter=adapter):
                 yield from self._chunks(event, output_format)
 
     # -- translation only: inputs → AskRequest, events → output chunks and metrics ----------------
-    def _request(self, inputs: dict) -> AskRequest:
+    def _request(self, inputs: dict) -> tuple[AskRequest, Optional[str]]:
+        """The validated request, and the local directory of its ``lora_weights`` adapter (or None)."""
         request = AskRequest.from_dict(_request_dict(inputs), self.pipeline.settings)
         if inputs["output_format"] not in ("text", "json"):
             raise InputError(f"'output_format' is {inputs['output_format']!r}; use 'text' or 'json'.")
-        if inputs["lora_weights"]:
-            self._use_adapter(inputs["lora_weights"], inputs["hf_token"])
-        return request
+        adapter = self._adapter_dir(inputs["lora_weights"], inputs["hf_token"]) if inputs["lora_weights"] else None
+        return request, adapter
 
     def _chunks(self, event, output_format: str) -> list[str]:
         from rag.pipeline import Delta, Final
@@ -154,22 +146,17 @@ class Runner(BaseRunner):
             return [block] if block else []
         return []
 
-    def _use_adapter(self, url, token) -> None:
+    def _adapter_dir(self, url, token) -> str:
+        """Download (once) and unpack a ``lora_weights`` tarball; rag.generate checks and activates it."""
         from rag.weights import is_url, resolve_adapter
 
         if not isinstance(url, str) or not is_url(url.strip()):
             raise InputError("'lora_weights' must be an http(s) URL of an adapter tarball (.tar or .tar.gz).")
         secret = token.get_secret_value() if isinstance(token, Secret) else token
-        resolve_adapter(url, what="lora_weights", cache=self.cache, token=secret, error=InputError)
+        adapter = resolve_adapter(url, what="lora_weights", cache=self.cache, token=secret, error=InputError)
         if self.pipeline.generator is None:
             raise ConfigError("lora_weights needs an LLM, but this model answers extractively: set RAG_LLM.")
-        # Serving a second adapter needs rag.generate to activate it inside its generation lock;
-        # until it can, refuse rather than answer with the wrong weights.
-        raise ModelError(
-            "per-request lora_weights is not supported by this build (rag.generate cannot switch adapters); "
-            "pass the adapter as the model's weights (COG_WEIGHTS / a trained version) instead.",
-            code="adapter_switch_unsupported",
-        )
+        return adapter
 
     def _record_metrics(self, answer) -> None:
         t, u = answer.timings, answer.usage
@@ -191,7 +178,7 @@ class ConcurrentRunner(Runner):
     async def run(
         self,
         question: str = QUESTION,
-        top_k: int = TOP_K,
+        top_k: Optional[int] = TOP_K,
         max_new_tokens: int = MAX_NEW_TOKENS,
         temperature: float = TEMPERATURE,
         top_p: float = TOP_P,
@@ -203,11 +190,14 @@ class ConcurrentRunner(Runner):
         hf_token: Optional[Secret] = HF_TOKEN,
         output_format: str = OUTPUT_FORMAT,
     ) -> AsyncConcatenateIterator[str]:
+        import asyncio
+
         from rag.streaming import astream
 
         with _errors():
-            request = self._request(locals())
-            async for event in astream(self.pipeline, request):
+            # off the event loop: a lora_weights URL may be downloading while other predictions stream
+            request, adapter = await asyncio.to_thread(self._request, locals())
+            async for event in astream(self.pipeline, request, adapter=adapter):
                 for chunk in self._chunks(event, output_format):
                     yield chunk
 
@@ -233,15 +223,12 @@ class _errors:
 def _request_dict(inputs: dict) -> dict:
     """Cog inputs → AskRequest fields. Without an OpenAPI schema Cog passes raw JSON values through,
     so anything may arrive here; AskRequest.from_dict is the one validator."""
-    data = {
+    return {
         "question": inputs["question"], "top_k": inputs["top_k"], "max_new_tokens": inputs["max_new_tokens"],
         "temperature": inputs["temperature"], "top_p": inputs["top_p"], "stop": _stops(inputs["stop_sequences"]),
         "seed": inputs["seed"], "system_prompt": inputs["system_prompt"] or None,
         "history": _history(inputs["history"]),
     }
-    if data["question"] is None:
-        del data["question"]  # AskRequest then says which field is missing
-    return data
 
 
 def _stops(value):

@@ -73,6 +73,10 @@ class Settings:
     embed_device: str | None = None
     chroma_url: str | None = None  # http(s)://host:port of a Chroma server; None: embedded PersistentClient
     chroma_collection: str = "chunks"
+    # An http(s) URL of a packed index (a tarball holding manifest.json), downloaded once into the
+    # weights cache by rag.weights.resolve_deployment. Used only when RAG_INDEX_DIR is unset: a
+    # directory given explicitly wins. Cannot be combined with RAG_CHROMA_URL (the index is remote).
+    index_url: str | None = None
     reranker: str | None = None  # a sentence-transformers CrossEncoder name or path
     min_relevance: float = 0.36  # gate on the top hit's relevance (see retrieve.relevance)
     fusion: str = "linear"  # linear: BM25/max + w·cosine; rrf: reciprocal rank fusion (see retrieve.py)
@@ -88,7 +92,7 @@ class Settings:
     # OCR
     ocr: str = "auto"
     tesseract_cmd: str = "tesseract"
-    ocr_dpi: int = 300
+    ocr_dpi: int = 200
     ocr_workers: int = 0  # 0: one per core
     # generation
     llm: str | None = None  # local path or Hugging Face id; None: extractive answers
@@ -100,13 +104,20 @@ class Settings:
     context_tokens: int | None = None  # None: the model's own max positions
     max_new_tokens_limit: int = 2048
     system_prompt: str | None = None
+    max_adapters: int = 4  # per-request LoRA adapters kept loaded at once (LRU); 0: none allowed
     hf_token: str | None = field(default=None, repr=False)  # a secret: never printed
+    # Where adapters and indexes named by a URL (or given as a local tarball) are unpacked, and how
+    # big that cache may grow before least recently used entries are removed (rag/weights.py).
+    # None: $XDG_CACHE_HOME/rag/weights, or the network volume on RunPod.
+    weights_cache_dir: Path | None = None
+    weights_cache_gb: float = 20.0  # adapters are MBs; a handful of packed indexes fit too
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         index_dir = _str(env, "RAG_INDEX_DIR")
         segmented = env.get("RAG_EMBED_SEGMENTED")
+        cache_dir = _str(env, "RAG_WEIGHTS_CACHE")
         s = cls(
             index_dir=Path(index_dir).expanduser() if index_dir else None,
             embed_model=_str(env, "RAG_EMBED_MODEL", DEFAULT_EMBED_MODEL),
@@ -117,6 +128,7 @@ class Settings:
             embed_device=_str(env, "RAG_EMBED_DEVICE"),
             chroma_url=_str(env, "RAG_CHROMA_URL"),
             chroma_collection=_str(env, "RAG_CHROMA_COLLECTION", "chunks"),
+            index_url=_str(env, "RAG_INDEX_URL"),
             reranker=_str(env, "RAG_RERANKER"),
             min_relevance=_num(env, "RAG_MIN_RELEVANCE", 0.36, float, 0.0, 1.0),
             fusion=(_str(env, "RAG_FUSION", "linear") or "linear").lower(),
@@ -130,7 +142,7 @@ class Settings:
             max_question_chars=_num(env, "RAG_MAX_QUESTION_CHARS", 2000, int, 10, 100_000),
             ocr=(_str(env, "RAG_OCR", "auto") or "auto").lower(),
             tesseract_cmd=_str(env, "RAG_TESSERACT_CMD", "tesseract"),
-            ocr_dpi=_num(env, "RAG_OCR_DPI", 300, int, 72, 1200),
+            ocr_dpi=_num(env, "RAG_OCR_DPI", 200, int, 72, 1200),
             ocr_workers=_num(env, "RAG_OCR_WORKERS", 0, int, 0, 256),
             llm=_str(env, "RAG_LLM"),
             adapter=_str(env, "RAG_ADAPTER"),
@@ -141,7 +153,10 @@ class Settings:
             context_tokens=_num(env, "RAG_CONTEXT_TOKENS", None, int, 256, 1_000_000),
             max_new_tokens_limit=_num(env, "RAG_MAX_NEW_TOKENS_LIMIT", 2048, int, 1, 100_000),
             system_prompt=_str(env, "RAG_SYSTEM_PROMPT"),
+            max_adapters=_num(env, "RAG_MAX_ADAPTERS", 4, int, 0, 64),
             hf_token=_str(env, "HF_TOKEN") or _str(env, "HUGGING_FACE_HUB_TOKEN"),
+            weights_cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
+            weights_cache_gb=_num(env, "RAG_WEIGHTS_CACHE_GB", 20.0, float, 0.001, 100_000.0),
         )
         s.validate()
         return s
@@ -165,6 +180,18 @@ class Settings:
             raise ConfigError(f"RAG_TOP_K={self.top_k} is above RAG_MAX_TOP_K={self.max_top_k}.")
         if self.chroma_url and not self.chroma_url.startswith(("http://", "https://")):
             raise ConfigError(f"RAG_CHROMA_URL={self.chroma_url!r} must start with http:// or https://.")
+        if self.index_url is not None:
+            if not self.index_url.startswith(("http://", "https://")):
+                raise ConfigError(f"RAG_INDEX_URL={self.index_url!r} is not an http(s) URL: for a local index "
+                                  "directory set RAG_INDEX_DIR instead.")
+            if self.chroma_url:
+                raise ConfigError("RAG_INDEX_URL and RAG_CHROMA_URL are both set: the index is either downloaded "
+                                  "or served by Chroma; unset one of them.")
+        if not (isinstance(self.weights_cache_gb, (int, float)) and math.isfinite(self.weights_cache_gb)
+                and self.weights_cache_gb > 0):
+            raise ConfigError(f"RAG_WEIGHTS_CACHE_GB={self.weights_cache_gb!r} must be a positive number of GB.")
+        if not 0 <= self.max_adapters <= 64:
+            raise ConfigError(f"RAG_MAX_ADAPTERS={self.max_adapters} is out of range: allowed 0 to 64.")
         return self
 
     def with_(self, **changes) -> "Settings":
@@ -180,5 +207,7 @@ class Settings:
             v = getattr(self, f.name)
             if f.name == "hf_token":
                 v = "***" if v else None
+            elif f.name == "index_url" and v:
+                v = v.split("?", 1)[0]  # a signed URL carries its token in the query string
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out

@@ -1,10 +1,24 @@
-"""Text generation with a transformers causal LM, optionally quantized, with a LoRA adapter.
+"""Text generation with a transformers causal LM, optionally quantized, with LoRA adapters.
 
 ``Generator.load(settings)`` builds the model once (in a wrapper's ``setup()``);
 ``Generator.stream(prompt_text, request)`` returns a ``Generation``: iterate it
 for text deltas, then read ``.text``, ``.usage``, ``.timings`` and
 ``.finish_reason``. Prompts come from ``rag.prompt.build_prompt``; this module
 only encodes them (with ``rag.prompt.encode_prompt``) and decodes.
+
+Adapters: the startup adapter (RAG_ADAPTER) is loaded with the model. A request
+may name another LoRA adapter directory (``stream(..., adapter=DIR)``): it is
+checked at once (``check_adapter``, with rag/adapters.py: PEFT LoRA files,
+safetensors, prompt format, base model, and that its weights fit this base's
+layers — the same checks as the startup adapter), then loaded into the
+same PEFT model next to the others (``load_adapter``, named by a hash of its
+resolved path) and activated with ``set_adapter`` inside the generation lock, so
+a concurrent request never sees another's weights. At most RAG_MAX_ADAPTERS
+per-request adapters stay loaded; the least recently used is unloaded with
+``delete_adapter``. A request without ``adapter`` gets the startup adapter, or
+the bare base model (PEFT's ``disable_adapter()``) when there is none.
+Per-request adapters are LoRA only and share the startup tokenizer (its chat
+template): one that needs its own tokenizer must be served as RAG_ADAPTER.
 
 Concurrency: ``model.generate`` runs in a background thread, under one lock per
 Generator, so one generation runs at a time per model (simple and memory-safe
@@ -19,24 +33,40 @@ that), beam search, batch size > 1.
 
 from __future__ import annotations
 
-import json
-import re
+import contextlib
+import hashlib
+import logging
 import secrets
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .adapters import (
+    ADAPTER_CONFIG,
+    HUB_ID,
+    check_adapter_dir,
+    check_prompt_format,
+    has_pickle,
+    has_safetensors,
+    is_peft,
+    linear_shapes,
+    local_dir,
+    read_json,
+    refuse_pickle,
+)
 from .config import Settings
-from .errors import ConfigError, InputError, ModelError
-from .prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, build_prompt, encode_prompt
+from .errors import ConfigError, InputError, ModelError, RagError
+from .prompt import build_prompt, encode_prompt
 from .request import AskRequest
 
 DEFAULT_CONTEXT_CAP = 8192  # when RAG_CONTEXT_TOKENS is unset: keeps KV memory sane on laptops
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+log = logging.getLogger("rag.generate")
 
 
 # --------------------------------------------------------------------------- loading helpers
@@ -59,48 +89,13 @@ def _locate(ref: str, var: str) -> Path | None:
         if not p.is_dir():
             raise ModelError(f"{var}={ref!r} is a file; point it at the model's directory.", code="model_not_found")
         return p
-    if _HUB_ID.fullmatch(ref) and ".." not in ref:
+    if HUB_ID.fullmatch(ref) and ".." not in ref:
         return None
     raise ModelError(
         f"{var}={ref!r}: no such directory, and it is not a Hugging Face id (owner/name). "
         "Check the path (is the volume mounted, the model baked into the image?).",
         code="model_not_found",
     )
-
-
-def _has_safetensors(d: Path) -> bool:
-    return any(d.glob("*.safetensors")) or any(d.glob("*.safetensors.index.json"))
-
-
-def _has_pickle(d: Path) -> bool:
-    return any(d.glob("*.bin")) or any(d.glob("*.bin.index.json")) or any(d.glob("*.pt")) or any(d.glob("*.pth"))
-
-
-def _refuse_pickle(d: Path, var: str) -> None:
-    raise ModelError(
-        f"{var}={str(d)!r} has only pickle weights (.bin/.pt), which can run code when loaded. "
-        "Convert them to safetensors, or set RAG_ALLOW_PICKLE=1 only if you trust where the files came from.",
-        code="pickle_weights",
-    )
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _check_prompt_format(d: Path | None, var: str) -> None:
-    if d is None or not (d / PROMPT_META_FILE).exists():
-        return
-    version = _read_json(d / PROMPT_META_FILE).get("prompt_format_version")
-    if version and version != PROMPT_FORMAT_VERSION:
-        raise ModelError(
-            f"{var}={str(d)!r} was trained on prompt format {version!r}, but this code builds "
-            f"{PROMPT_FORMAT_VERSION!r}: retrain the adapter, or serve it with the matching release of rag.",
-            code="prompt_format_mismatch",
-        )
 
 
 def _max_positions(config: Any, tokenizer: Any) -> int | None:
@@ -208,6 +203,7 @@ class _Plan:
     top_k: int
     repetition_penalty: float
     seed: int | None
+    adapter: str | None = None  # a checked per-request adapter directory; None: the startup adapter / base
 
 
 class Generation:
@@ -338,6 +334,8 @@ class Generation:
             self._finish(t0, marks, hit_stop or (stop_text is not None and stop_text.hit))
         if self._error is not None:
             self.finish_reason = "error"
+            if isinstance(self._error, RagError):  # e.g. a per-request adapter that failed to load
+                raise self._error
             raise ModelError(f"generation failed: {_short(self._error)}", code="generation_failed") from self._error
 
     def _finish(self, t0: float, marks: dict[str, float], hit_stop: bool) -> None:
@@ -392,7 +390,7 @@ class Generation:
                     pad_token_id=owner.pad_token_id,
                 )
                 input_ids = torch.tensor([plan.input_ids], device=owner.input_device)
-                with torch.inference_mode():
+                with owner._using(plan.adapter), torch.inference_mode():
                     out = owner.model.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
@@ -424,13 +422,24 @@ class Generator:
         model_id: str,
         context_tokens: int,
         adapter_id: str | None = None,
+        settings: Settings | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.adapter_id = adapter_id
         self.context_tokens = context_tokens
-        self._lock = threading.Lock()
+        self.settings = settings or Settings(llm=model_id)
+        self._lock = threading.Lock()  # held while generating, and while adapters are loaded or switched
+        # The startup adapter's PEFT name ("default" from Generator.load), and its directory when local.
+        self._startup_adapter = model.active_adapter if is_peft(model) else None
+        self._startup_dir = local_dir(adapter_id) if adapter_id else None
+        # Per-request adapters loaded now: PEFT name -> directory, least recently used first.
+        self._adapters: OrderedDict[str, str] = OrderedDict()
+        # Read once, before any adapter is loaded: check_adapter runs in the callers' threads
+        # while the generation thread may be changing the module tree.
+        self._base_config = getattr(model, "config", None)
+        self._shapes = linear_shapes(model)
         self.eos_token_ids = self._eos_ids()
         pad = getattr(tokenizer, "pad_token_id", None)
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0] if self.eos_token_ids else 0
@@ -438,6 +447,11 @@ class Generator:
     @property
     def input_device(self):
         return self.model.get_input_embeddings().weight.device
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """Directories of the per-request adapters loaded now, least recently used first."""
+        return list(self._adapters.values())
 
     def _eos_ids(self) -> list[int]:
         ids: list[int] = []
@@ -467,16 +481,17 @@ class Generator:
             if not (base_dir / "config.json").exists() and (base_dir / "adapter_config.json").exists():
                 raise ModelError(
                     f"RAG_LLM={settings.llm!r} is a LoRA adapter, not a model: set RAG_ADAPTER to it and "
-                    f"RAG_LLM to its base ({_read_json(base_dir / 'adapter_config.json').get('base_model_name_or_path')!r}).",
+                    f"RAG_LLM to its base ({read_json(base_dir / 'adapter_config.json').get('base_model_name_or_path')!r}).",
                     code="model_not_found",
                 )
-            if not settings.allow_pickle and not _has_safetensors(base_dir) and _has_pickle(base_dir):
-                _refuse_pickle(base_dir, "RAG_LLM")
+            if not settings.allow_pickle and not has_safetensors(base_dir) and has_pickle(base_dir):
+                refuse_pickle(base_dir, "RAG_LLM")
+        # (checked again in _check_adapter_dir; here too so that it fails before the model loads)
         if adapter_dir is not None and not settings.allow_pickle:
-            if not _has_safetensors(adapter_dir) and _has_pickle(adapter_dir):
-                _refuse_pickle(adapter_dir, "RAG_ADAPTER")
-        _check_prompt_format(base_dir, "RAG_LLM")
-        _check_prompt_format(adapter_dir, "RAG_ADAPTER")
+            if not has_safetensors(adapter_dir) and has_pickle(adapter_dir):
+                refuse_pickle(adapter_dir, "RAG_ADAPTER")
+        check_prompt_format(base_dir, "RAG_LLM")
+        check_prompt_format(adapter_dir, "RAG_ADAPTER")
 
         device = resolve_device(settings.device)
         on_cuda = device.startswith("cuda")
@@ -544,11 +559,12 @@ class Generator:
             ctx = min(settings.context_tokens, max_pos) if max_pos else settings.context_tokens
         else:
             ctx = min(max_pos or 4096, DEFAULT_CONTEXT_CAP)
-        return cls(model, tokenizer, model_id=settings.llm, context_tokens=ctx, adapter_id=settings.adapter)
+        return cls(model, tokenizer, model_id=settings.llm, context_tokens=ctx, adapter_id=settings.adapter,
+                   settings=settings)
 
     # -- generation
 
-    def plan(self, prompt_text: str, request: AskRequest) -> _Plan:
+    def plan(self, prompt_text: str, request: AskRequest, adapter: str | None = None) -> _Plan:
         ids = encode_prompt(self.tokenizer, prompt_text)
         room = self.context_tokens - len(ids)
         if room <= 0:
@@ -568,14 +584,89 @@ class Generator:
             top_k=request.sampling_top_k,
             repetition_penalty=request.repetition_penalty,
             seed=seed,
+            adapter=adapter,
         )
 
-    def stream(self, prompt_text: str, request: AskRequest, cancel: threading.Event | None = None) -> Generation:
+    def stream(self, prompt_text: str, request: AskRequest, cancel: threading.Event | None = None,
+               adapter: str | None = None) -> Generation:
         """Start (lazily, on first iteration) a generation; see ``Generation``.
 
         ``max_new_tokens`` is also capped by what is left of the context after the prompt.
+        ``adapter``: a local LoRA adapter directory for this request, checked now and loaded (once,
+        then kept, up to RAG_MAX_ADAPTERS) when the generation gets the model; None: the startup
+        adapter, or the bare base model when there is none.
         """
-        return Generation(self, self.plan(prompt_text, request), cancel)
+        checked = self.check_adapter(adapter) if adapter is not None else None
+        return Generation(self, self.plan(prompt_text, request, checked), cancel)
+
+    # -- per-request adapters
+
+    def check_adapter(self, adapter: str) -> str | None:
+        """Check a per-request adapter directory without loading it; return its resolved path, or None
+        when it is the startup adapter itself. ModelError (adapter_not_found / adapter_mismatch /
+        prompt_format_mismatch / pickle_weights) or ConfigError (RAG_MAX_ADAPTERS=0) otherwise."""
+        d = local_dir(adapter)
+        if d is None:
+            raise ModelError(
+                f"adapter {str(adapter)!r} is not a local directory: a per-request adapter must be an unpacked PEFT "
+                "adapter (rag.weights.resolve_adapter turns a URL or a tarball into one).",
+                code="adapter_not_found",
+            )
+        if d == self._startup_dir:
+            return None
+        if self.settings.max_adapters == 0:
+            raise ConfigError("per-request adapters are turned off on this deployment (RAG_MAX_ADAPTERS=0): "
+                              "send the request without an adapter, or set RAG_MAX_ADAPTERS to 1 or more.")
+        check_adapter_dir(d, "adapter", llm=self.model_id, base_config=self._base_config, shapes=self._shapes,
+                           allow_pickle=self.settings.allow_pickle)
+        kind = read_json(d / ADAPTER_CONFIG).get("peft_type", "LORA")
+        if str(kind).upper() != "LORA":
+            raise ModelError(f"adapter={str(d)!r} is a {kind} adapter; only LoRA adapters can be switched per request "
+                             "(serve it as RAG_ADAPTER instead).", code="adapter_mismatch")
+        return str(d)
+
+    @contextlib.contextmanager
+    def _using(self, adapter: str | None):
+        """Activate ``adapter`` (a checked directory) or the default weights; the caller holds ``_lock``."""
+        if adapter is not None or self._startup_adapter is not None:
+            name = self._load_request_adapter(adapter) if adapter is not None else self._startup_adapter
+            if self.model.active_adapter != name:
+                self.model.set_adapter(name, inference_mode=True)
+            yield
+        elif is_peft(self.model):  # per-request adapters were loaded onto a bare base: switch them off
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def _load_request_adapter(self, adapter: str) -> str:
+        """Its PEFT name, loading it first if needed and unloading the least recently used beyond the limit."""
+        name = "req_" + hashlib.sha256(adapter.encode()).hexdigest()[:16]
+        if name in self._adapters:
+            self._adapters.move_to_end(name)
+            return name
+        try:
+            if is_peft(self.model):
+                self.model.load_adapter(adapter, adapter_name=name, is_trainable=False)
+            else:  # no startup adapter: the base becomes a PeftModel on the first per-request one
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, adapter, adapter_name=name, is_trainable=False)
+        except Exception as e:  # noqa: BLE001
+            if is_peft(self.model) and name in self.model.peft_config:
+                self.model.delete_adapter(name)  # a half-loaded adapter must not stay behind
+            raise ModelError(
+                f"the adapter {adapter!r} could not be loaded onto RAG_LLM={self.model_id!r} ({_short(e, 200)}). "
+                "Use a PEFT LoRA adapter trained on this base model.",
+                code="adapter_mismatch",
+            ) from e
+        self.model.eval()  # new LoRA dropout modules start in training mode
+        self._adapters[name] = adapter
+        while len(self._adapters) > max(1, self.settings.max_adapters):
+            old, path = self._adapters.popitem(last=False)
+            self.model.delete_adapter(old)
+            log.info("unloaded adapter %s (least recently used; RAG_MAX_ADAPTERS=%d)", path, self.settings.max_adapters)
+        return name
 
     def warmup(self) -> Generation:
         """Render a tiny prompt through the real template and generate one token (fail at boot)."""
@@ -590,14 +681,11 @@ class Generator:
 def _load_adapter(model: Any, settings: Settings, adapter_dir: Path | None, hub: dict) -> Any:
     from peft import PeftModel
 
-    adapter_cfg = _read_json(adapter_dir / "adapter_config.json") if adapter_dir else {}
+    adapter_cfg = read_json(adapter_dir / "adapter_config.json") if adapter_dir else {}
     trained_for = adapter_cfg.get("base_model_name_or_path", "unknown (no adapter_config.json)")
-    if adapter_dir is not None and not (adapter_dir / "adapter_config.json").exists():
-        raise ModelError(
-            f"RAG_ADAPTER={settings.adapter!r} has no adapter_config.json: it is not a PEFT adapter "
-            "(a merged model goes in RAG_LLM instead).",
-            code="adapter_mismatch",
-        )
+    if adapter_dir is not None:
+        check_adapter_dir(adapter_dir, "RAG_ADAPTER", llm=settings.llm, base_config=model.config,
+                           shapes=linear_shapes(model), allow_pickle=settings.allow_pickle)
     try:
         return PeftModel.from_pretrained(model, settings.adapter, is_trainable=False, **hub)
     except Exception as e:  # noqa: BLE001

@@ -4,7 +4,9 @@
 reranker, LLM and adapter) once; the CLI command, the Cog runner's ``setup()``
 and the RunPod worker call it and then only translate I/O. ``answer()`` and
 ``stream()`` retrieve, gate on relevance (refusing before any LLM is called),
-then answer extractively or with the LLM.
+then answer extractively or with the LLM — with the startup adapter, or with a
+per-request LoRA adapter (``adapter=``, a local directory; ``rag.generate``
+loads, checks and activates it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Iterator, Union
 
 from .config import Settings
 from .embed import Embedder, EmbedSpec
-from .errors import RagError
+from .errors import ConfigError, RagError
 from .extractive import extractive_answer
 from .index import Index
 from .request import AskRequest
@@ -86,19 +88,28 @@ class Pipeline:
         return self.retriever.search(req.question, req.top_k)
 
     # -- answers ----------------------------------------------------------------------------------
-    def answer(self, request: AskRequest | dict, cancel: threading.Event | None = None) -> Answer:
+    def answer(self, request: AskRequest | dict, cancel: threading.Event | None = None,
+               adapter: str | None = None) -> Answer:
         final = None
-        for event in self.stream(request, cancel=cancel):
+        for event in self.stream(request, cancel=cancel, adapter=adapter):
             if isinstance(event, Final):
                 final = event.answer
         assert final is not None
         return final
 
-    def stream(self, request: AskRequest | dict, cancel: threading.Event | None = None) -> Iterator[Event]:
+    def stream(self, request: AskRequest | dict, cancel: threading.Event | None = None,
+               adapter: str | None = None) -> Iterator[Event]:
+        """``adapter``: a local LoRA adapter directory to answer this request with (None: the startup
+        adapter, or the bare base model when there is none)."""
         req = request if isinstance(request, AskRequest) else AskRequest.from_dict(request, self.settings)
         req.validate(self.settings)
+        if adapter is not None:
+            if self.generator is None:
+                raise ConfigError("a per-request adapter needs an LLM, but this pipeline answers extractively: "
+                                  "set RAG_LLM.")
+            self.generator.check_adapter(adapter)  # a bad adapter fails every request, refused or not
         t0 = time.perf_counter()
-        retrieval = self.retriever.search(_retrieval_query(req), req.top_k)
+        retrieval = self._retrieve(req)
         timings = dict(retrieval.timings)
         if retrieval.refused or self.generator is None:
             answer = extractive_answer(retrieval)
@@ -106,10 +117,10 @@ class Pipeline:
             yield Delta(answer.text)
             yield Final(answer)
             return
-        yield from self._generate(req, retrieval, timings, t0, cancel)
+        yield from self._generate(req, retrieval, timings, t0, cancel, adapter)
 
     def _generate(self, req: AskRequest, retrieval: Retrieval, timings: dict, t0: float,
-                  cancel: threading.Event | None) -> Iterator[Event]:
+                  cancel: threading.Event | None, adapter: str | None = None) -> Iterator[Event]:
         from .prompt import build_prompt, passages_from_hits
 
         gen = self.generator
@@ -120,7 +131,8 @@ class Pipeline:
         )
         used_ids = {p.id for p in built.used}
         used_hits = [h for h in retrieval.hits if h.chunk.id in used_ids]
-        run = gen.stream(built.text, req, cancel=cancel)
+        # adapter= only when asked for, so an injected generator without per-request adapters still works
+        run = gen.stream(built.text, req, cancel=cancel, **({"adapter": adapter} if adapter is not None else {}))
         pieces: list[str] = []
         for delta in run:
             pieces.append(delta)
@@ -140,19 +152,28 @@ class Pipeline:
         )
         yield Final(answer)
 
+    def _retrieve(self, req: AskRequest) -> Retrieval:
+        """Retrieve for the question; a short follow-up ("còn học kỳ hè thì sao?") may borrow the previous turn.
+
+        The question is first searched alone. Only when that is refused, there is an
+        earlier user turn, and every content word of the follow-up is known to the
+        corpus, is it searched again together with the previous question — so "Tỉ giá
+        đô la hôm nay?" after an in-scope question is still refused.
+        """
+        alone = self.retriever.search(req.question, req.top_k)
+        previous = [t["content"] for t in req.history if t["role"] == "user"]
+        if not alone.refused or not previous or len(req.question) > 120:
+            return alone
+        if self.retriever.unknown_words(req.question):
+            return alone
+        joined = self.retriever.search(f"{previous[-1]}\n{req.question}", req.top_k)
+        return joined if not joined.refused else alone
+
     def warmup(self) -> None:
         """A tiny end-to-end pass so the first real request is not the one that pays for lazy loading."""
         self.retriever.search("điều kiện tốt nghiệp", 1)
         if self.generator is not None:
             self.generator.warmup()
-
-
-def _retrieval_query(req: AskRequest) -> str:
-    """Follow-up questions ("còn học kỳ hè thì sao?") are retrieved with the previous user turn attached."""
-    previous = [t["content"] for t in req.history if t["role"] == "user"]
-    if previous and len(req.question) < 80:
-        return f"{previous[-1]}\n{req.question}"
-    return req.question
 
 
 def cite(text: str, used: list[Hit]) -> tuple[list[Citation], list[str]]:

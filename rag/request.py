@@ -20,13 +20,15 @@ MAX_SYSTEM_PROMPT_CHARS = 8000
 MAX_HISTORY_TURNS = 20
 MAX_TURN_CHARS = 8000
 ROLES = ("user", "assistant")
+DEFAULT_MAX_NEW_TOKENS = 512
+TEMPERATURE_RANGE = (0.0, 2.0)  # 0 = greedy
 
 
 @dataclass
 class AskRequest:
     question: str
-    top_k: int = 5  # passages retrieved
-    max_new_tokens: int = 512
+    top_k: int | None = None  # passages retrieved; None: the deployment's RAG_TOP_K (set by validate)
+    max_new_tokens: int | None = None  # None: min(512, RAG_MAX_NEW_TOKENS_LIMIT)
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     sampling_top_k: int = 0  # 0 = off
@@ -49,7 +51,7 @@ class AskRequest:
             raise InputError(
                 f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(cls.fields_())}."
             )
-        if "question" not in data:
+        if data.get("question") is None:  # absent, or JSON null
             raise InputError("missing field 'question': send the student's question as text.")
         kwargs = {k: v for k, v in data.items() if v is not None or k in ("seed", "system_prompt")}
         return cls(**kwargs).validate(settings or Settings())
@@ -66,9 +68,13 @@ class AskRequest:
                 f"'question' is {len(q)} characters; the limit is {settings.max_question_chars}. Shorten it."
             )
         self.question = q
+        if self.top_k is None:
+            self.top_k = settings.top_k
         self.top_k = _int("top_k", self.top_k, 1, settings.max_top_k)
+        if self.max_new_tokens is None:
+            self.max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens_limit)
         self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, settings.max_new_tokens_limit)
-        self.temperature = _float("temperature", self.temperature, 0.0, 2.0)
+        self.temperature = _float("temperature", self.temperature, *TEMPERATURE_RANGE)
         self.top_p = _float("top_p", self.top_p, 0.0, 1.0)
         if self.top_p <= 0.0:
             raise InputError("'top_p' must be in (0, 1]: use 1.0 to turn nucleus sampling off.")

@@ -146,6 +146,22 @@ class Retriever:
             best = max(best, score)
         return min(1.0, best)
 
+    def unknown_words(self, question: str) -> list[str]:
+        """Content words of the question that no indexed passage contains."""
+        from .normalise import normalise_text, segment
+
+        df = self.index.document_frequency
+        if getattr(self, "_syllables", None) is None:
+            self._syllables = {s for t in df for s in t.split("_")}
+        out = []
+        for t in segment(normalise_text(question)):
+            if t in QUESTION_WORDS or not any(ch.isalnum() for ch in t) or t in df:
+                continue
+            if all(s in self._syllables for s in t.split("_")):
+                continue  # segmented differently, but its syllables are all there
+            out.append(t)
+        return out
+
     def coverage(self, q_tokens: list[str], doc_tokens: list[str]) -> float:
         content = {t for t in q_tokens if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t)}
         if not content:

@@ -30,10 +30,13 @@ _END = object()
 POLL_S = 0.1
 
 
-def _produce(pipeline: Pipeline, request, cancel: threading.Event, put: Callable) -> threading.Thread:
+def _produce(pipeline: Pipeline, request, cancel: threading.Event, put: Callable,
+             adapter: str | None = None) -> threading.Thread:
     def run() -> None:
         try:
-            for event in pipeline.stream(request, cancel=cancel):
+            # adapter= only when given: anything with the pipeline's stream(request, cancel) can be streamed
+            extra = {"adapter": adapter} if adapter is not None else {}
+            for event in pipeline.stream(request, cancel=cancel, **extra):
                 put((event, None))
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
             put((None, e))
@@ -45,11 +48,12 @@ def _produce(pipeline: Pipeline, request, cancel: threading.Event, put: Callable
     return thread
 
 
-def stream_in_thread(pipeline: Pipeline, request: AskRequest | dict,
-                     cancel: threading.Event | None = None) -> Iterator[Event]:
+def stream_in_thread(pipeline: Pipeline, request: AskRequest | dict, cancel: threading.Event | None = None,
+                     adapter: str | None = None) -> Iterator[Event]:
+    """``adapter``: a local LoRA adapter directory for this request (see ``Pipeline.stream``)."""
     cancel = cancel if cancel is not None else threading.Event()
     q: queue.Queue = queue.Queue()
-    _produce(pipeline, request, cancel, q.put)
+    _produce(pipeline, request, cancel, q.put, adapter)
     try:
         while True:
             try:
@@ -65,8 +69,8 @@ def stream_in_thread(pipeline: Pipeline, request: AskRequest | dict,
         cancel.set()
 
 
-async def astream(pipeline: Pipeline, request: AskRequest | dict,
-                  cancel: threading.Event | None = None) -> AsyncIterator[Event]:
+async def astream(pipeline: Pipeline, request: AskRequest | dict, cancel: threading.Event | None = None,
+                  adapter: str | None = None) -> AsyncIterator[Event]:
     loop = asyncio.get_running_loop()
     q: asyncio.Queue = asyncio.Queue()
     cancel = cancel if cancel is not None else threading.Event()
@@ -77,7 +81,7 @@ async def astream(pipeline: Pipeline, request: AskRequest | dict,
         except RuntimeError:  # the loop is closed: nobody is listening any more
             cancel.set()
 
-    _produce(pipeline, request, cancel, put)
+    _produce(pipeline, request, cancel, put, adapter)
     try:
         while True:
             event, error = await q.get()

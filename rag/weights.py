@@ -7,6 +7,9 @@ receive. ``resolve_adapter`` turns any of those into something
 ``Generator.load`` / PEFT can open: a URL or a local tarball becomes an
 unpacked directory; a directory or a Hugging Face id is passed through
 unchanged (the generator checks and downloads those itself, with HF_TOKEN).
+``resolve_deployment`` is the one entry point for the wrappers' setup: it
+resolves the adapter (RAG_ADAPTER, or Cog's ``weights``) and the index
+(RAG_INDEX_URL) and returns Settings naming local directories.
 
 The cache (``WeightsCache``) keys entries by a hash of the URL, so a URL is
 downloaded once per machine; a per-key file lock makes concurrent requests for
@@ -36,7 +39,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import ModelError, RagError
+from .config import Settings
+from .errors import ConfigError, ModelError, RagError
 
 ADAPTER_MARKER = "adapter_config.json"
 INDEX_MARKER = "manifest.json"
@@ -69,6 +73,12 @@ class WeightsCache:
     @classmethod
     def default(cls) -> "WeightsCache":
         return cls(default_cache_dir())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "WeightsCache":
+        """RAG_WEIGHTS_CACHE (default: $XDG_CACHE_HOME/rag/weights), bounded by RAG_WEIGHTS_CACHE_GB."""
+        return cls(settings.weights_cache_dir or default_cache_dir(),
+                   max_bytes=int(settings.weights_cache_gb * 1024**3))
 
     # -- public ---------------------------------------------------------------------------------
     def fetch(self, url: str, *, marker: str, what: str, error: type[RagError] = ModelError,
@@ -149,9 +159,17 @@ class WeightsCache:
         return root
 
 
+def _is_hf_host(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    host = (urlparse(url).hostname or "").lower()
+    return host == "huggingface.co" or host.endswith(".huggingface.co") or host == "hf.co"
+
+
 def _download(url: str, dest: Path, limit: int, what: str, error, token: str | None) -> None:
     headers = {"User-Agent": "rag-weights/1"}
-    if token:
+    if token and _is_hf_host(url):
+        # The Hugging Face token goes to Hugging Face only, never to an arbitrary tarball host.
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)
     shown = _redact(url)
@@ -244,6 +262,36 @@ def resolve_index(ref: str, *, what: str, cache: WeightsCache | None = None, tok
     if not is_url(ref):
         return Path(ref).expanduser()
     return (cache or WeightsCache.default()).fetch(ref, marker=INDEX_MARKER, what=what, token=token)
+
+
+def resolve_deployment(settings: Settings, *, weights: str | None = None,
+                       cache: WeightsCache | None = None) -> Settings:
+    """The adapter and index a deployment names, as local directories: the one resolver the Cog
+    runner's ``setup`` and the RunPod worker call before ``Pipeline.from_settings``.
+
+    * the adapter: Cog's ``weights`` (COG_WEIGHTS, what a Replicate training returns) when given,
+      replacing RAG_ADAPTER; else RAG_ADAPTER. A URL or a tarball is downloaded/unpacked into the
+      cache; a directory or a Hugging Face id is kept as it is (see ``resolve_adapter``).
+    * the index: RAG_INDEX_URL, only when RAG_INDEX_DIR is unset (an explicit directory wins).
+
+    ``cache`` defaults to ``WeightsCache.from_settings(settings)``. Nothing is loaded here, only
+    downloaded and unpacked, so a bad URL fails setup before any model loads.
+    """
+    if weights and not settings.llm:
+        raise ConfigError("weights were given (a trained adapter) but RAG_LLM is not set: set RAG_LLM to the base "
+                          "model the adapter was trained on.")
+    adapter = str(weights).strip() if weights else settings.adapter
+    wants_index = settings.index_url and settings.index_dir is None and not settings.chroma_url
+    if not adapter and not wants_index:
+        return settings
+    cache = cache or WeightsCache.from_settings(settings)
+    if adapter:
+        what = "weights (COG_WEIGHTS)" if weights else "RAG_ADAPTER"
+        settings = settings.with_(adapter=resolve_adapter(adapter, what=what, cache=cache, token=settings.hf_token))
+    if wants_index:
+        settings = settings.with_(index_dir=resolve_index(settings.index_url, what="RAG_INDEX_URL", cache=cache,
+                                                          token=settings.hf_token))
+    return settings
 
 
 def _fetch_local(cache: WeightsCache, key: str, archive: Path, marker: str, what: str, error) -> Path:

@@ -68,29 +68,18 @@ def max_concurrency_from_env(env: Mapping[str, str], settings: Settings | None =
     return value
 
 
-def resolve_sources(settings: Settings, env: Mapping[str, str], volume: str = VOLUME) -> Settings:
-    """An adapter given as a tarball or its URL (what a Replicate training returns) and an index given
-    as ``RAG_INDEX_URL`` become local directories, as in the Cog model's setup. Downloads are cached
-    on the network volume when there is one, so they survive the worker.
+def resolve_sources(settings: Settings, volume: str = VOLUME) -> Settings:
+    """RAG_ADAPTER and RAG_INDEX_URL as local directories (``rag.weights.resolve_deployment``, as the Cog
+    model's setup does). Without RAG_WEIGHTS_CACHE, downloads are cached on the network volume when there
+    is one, so they survive the worker.
     """
     from pathlib import Path
 
-    from rag.weights import WeightsCache, is_url, resolve_adapter, resolve_index
+    from rag.weights import resolve_deployment
 
-    index_url = (env.get("RAG_INDEX_URL") or "").strip()  # as predict.py reads it, until Settings has it
-    if not settings.adapter and not index_url:
-        return settings
-    on_volume = os.path.isdir(volume) and os.access(volume, os.W_OK)
-    cache = WeightsCache(Path(volume) / "rag" / "weights") if on_volume else WeightsCache.default()
-    if settings.adapter:
-        settings = settings.with_(adapter=resolve_adapter(settings.adapter, what="RAG_ADAPTER", cache=cache,
-                                                          token=settings.hf_token))
-    if index_url and settings.index_dir is None and not settings.chroma_url:
-        if not is_url(index_url):
-            raise ConfigError(f"RAG_INDEX_URL={index_url!r} is not an http(s) URL: for a local index set RAG_INDEX_DIR.")
-        settings = settings.with_(index_dir=resolve_index(index_url, what="RAG_INDEX_URL", cache=cache,
-                                                          token=settings.hf_token))
-    return settings
+    if settings.weights_cache_dir is None and os.path.isdir(volume) and os.access(volume, os.W_OK):
+        settings = settings.with_(weights_cache_dir=Path(volume) / "rag" / "weights")
+    return resolve_deployment(settings)
 
 
 def parse_job(job: Any, settings: Settings):
@@ -153,7 +142,7 @@ class Worker:
         try:
             settings = Settings.from_env(env)
             concurrency = max_concurrency_from_env(env, settings)
-            pipeline = Pipeline.from_settings(resolve_sources(settings, env))
+            pipeline = Pipeline.from_settings(resolve_sources(settings))
             pipeline.warmup()
         except Exception as e:  # noqa: BLE001 - every job will say what failed
             log.exception("the worker could not start")

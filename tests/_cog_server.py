@@ -98,12 +98,31 @@ class CogServer:
                 return logs
             time.sleep(0.2)
 
+    def wait_idle(self, timeout: float = 15.0) -> None:
+        """Wait while /health-check says BUSY (every slot taken).
+
+        coglet 0.23 gives a prediction's slot back a moment after it has sent the response ("delayed
+        IdleToken consumption"), so a request sent right after the previous one's response can get
+        409 "At capacity" from the one-slot sync runner. Tests send one request after another, so
+        ``predict`` and ``stream`` wait here first.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.health().get("status") != "BUSY":
+                    return
+            except (requests.ConnectionError, requests.Timeout, ValueError):
+                return  # the request itself will fail and say why
+            time.sleep(0.05)
+
     def predict(self, input: dict, *, timeout: float = 120.0, **kw) -> requests.Response:
+        self.wait_idle()
         return requests.post(f"{self.url}/predictions", json={"input": input}, timeout=timeout, **kw)
 
     def stream(self, input: dict, *, prediction_id: str | None = None, timeout: float = 120.0):
         """Open an SSE prediction (PUT with an id, or POST); yields (event, data) pairs."""
         headers = {"Accept": "text/event-stream"}
+        self.wait_idle()
         if prediction_id:
             r = requests.put(f"{self.url}/predictions/{prediction_id}", json={"input": input}, headers=headers,
                              stream=True, timeout=timeout)

@@ -172,6 +172,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     nosys_dir = save_model(root / "nosys", nosys_tok, make_model(nosys_tok))
 
     adapter_dir = make_adapter(make_model(chat_tok), root / "adapter", str(chat_dir))
+    adapter_b_dir = make_adapter(make_model(chat_tok), root / "adapter_b", str(chat_dir), seed=2)
 
     # Pickle-only copy: transformers 5 save_pretrained has no safe_serialization switch
     # any more, so write the old pytorch_model.bin layout by hand.
@@ -185,12 +186,16 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     other_tok = make_tokenizer(CHATML)
     other_base = root / "other_base_hidden32"
     other_adapter = make_adapter(make_model(other_tok, hidden=32), root / "adapter_hidden32", str(other_base))
+    # A hidden-32 base that exists on disk (its config.json can be read), for the declared-base checks.
+    hidden32_dir = save_model(root / "base_hidden32", other_tok, make_model(other_tok, hidden=32))
 
     return {
         "chat": chat_dir,
         "plain": plain_dir,
         "nosys": nosys_dir,
         "adapter": adapter_dir,
+        "adapter_b": adapter_b_dir,
+        "hidden32": hidden32_dir,
         "pickle_only": pickle_dir,
         "other_adapter": other_adapter,
     }
@@ -218,6 +223,18 @@ def tiny_nosystem_model(tiny_models) -> Path:
 def tiny_adapter(tiny_models) -> Path:
     """A LoRA adapter (all linear layers, r=8, non-zero B) for ``tiny_chat_model``."""
     return tiny_models["adapter"]
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter_b(tiny_models) -> Path:
+    """A second LoRA adapter for ``tiny_chat_model`` (another seed): changes outputs differently."""
+    return tiny_models["adapter_b"]
+
+
+@pytest.fixture(scope="session")
+def tiny_hidden32_model(tiny_models) -> Path:
+    """A random Llama with hidden size 32 (``tiny_mismatched_adapter``'s shape), saved with its config.json."""
+    return tiny_models["hidden32"]
 
 
 @pytest.fixture(scope="session")

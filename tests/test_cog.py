@@ -34,7 +34,13 @@ import requests
 
 from _cog_schema import write_schema
 from _cog_server import REPO, CogServer, FileServer
-from _models import tiny_adapter, tiny_chat_model, tiny_models  # noqa: F401 - fixtures
+from _models import (  # noqa: F401 - fixtures
+    tiny_adapter,
+    tiny_adapter_b,
+    tiny_chat_model,
+    tiny_mismatched_adapter,
+    tiny_models,
+)
 
 QUESTION = "Sinh viên bị cảnh báo học tập trong những trường hợp nào?"
 QUESTIONS = [
@@ -60,12 +66,15 @@ def _tar(path: Path, files: dict[str, bytes]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def weights_server(tmp_path_factory, tiny_adapter):  # noqa: F811
-    """Tarballs served on 127.0.0.1: a real adapter, one nested in a folder, and broken ones."""
+def weights_server(tmp_path_factory, tiny_adapter, tiny_adapter_b, tiny_mismatched_adapter):  # noqa: F811
+    """Tarballs served on 127.0.0.1: real adapters, one nested in a folder, and broken ones."""
     d = tmp_path_factory.mktemp("weights_http")
-    with tarfile.open(d / "adapter.tar.gz", "w:gz") as tar:
-        for f in sorted(Path(tiny_adapter).iterdir()):
-            tar.add(f, arcname=f.name)
+    # adapter.tar.gz is the llm server's COG_WEIGHTS; the lora-* ones are for per-request lora_weights
+    for name, adapter in (("adapter", tiny_adapter), ("lora-a", tiny_adapter), ("lora-b", tiny_adapter_b),
+                          ("lora-mismatched", tiny_mismatched_adapter)):
+        with tarfile.open(d / f"{name}.tar.gz", "w:gz") as tar:
+            for f in sorted(Path(adapter).iterdir()):
+                tar.add(f, arcname=f.name)
     with tarfile.open(d / "adapter-copy.tar.gz", "w:gz") as tar:  # same content, another URL
         tar.add(tiny_adapter, arcname="my-adapter")
     (d / "not-a-tarball.tar.gz").write_text("<html>404 Not Found</html>")
@@ -498,7 +507,82 @@ def test_lora_weights_url_is_downloaded_once_and_cached(plain, weights_server):
     assert len(list(cache.glob("*/my-adapter/adapter_config.json"))) == 1
 
 
+def _answer(server: CogServer, inputs: dict) -> str:
+    return json.loads(_text(_ok(server.predict({**inputs, "output_format": "json"}))))["answer"]
+
+
+@slow
+def test_lora_weights_url_changes_the_answer_for_that_request_only(llm_async, weights_server):
+    """A base without an adapter (ConcurrentRunner): lora_weights is loaded and used for its request alone."""
+    inputs = {"question": QUESTION, "max_new_tokens": 24}
+    base = _answer(llm_async, inputs)
+    lora = {**inputs, "lora_weights": weights_server.url("lora-a.tar.gz")}
+    tuned = _answer(llm_async, lora)
+    assert tuned != base
+    assert _answer(llm_async, lora) == tuned  # greedy, same adapter: same answer
+    assert _answer(llm_async, inputs) == base  # no adapter: the base again, nothing left switched on
+    assert weights_server.hits["/lora-a.tar.gz"] == 1
+
+
+@slow
+def test_lora_weights_url_replaces_the_models_own_adapter_for_one_request(llm, weights_server):
+    """The sync Runner, whose model already has an adapter (COG_WEIGHTS): another one per request, then back."""
+    inputs = {"question": QUESTION, "max_new_tokens": 24}
+    own = _answer(llm, inputs)
+    other = _answer(llm, {**inputs, "lora_weights": weights_server.url("lora-b.tar.gz")})
+    assert other != own
+    assert _answer(llm, {**inputs, "lora_weights": weights_server.url("lora-a.tar.gz")}) == own  # same weights
+    assert _answer(llm, inputs) == own
+
+
+@slow
+def test_lora_weights_for_another_base_is_refused_naming_both(llm, weights_server):
+    url = weights_server.url("lora-mismatched.tar.gz")
+    where, message = _rejection(llm.predict({"question": QUESTION, "lora_weights": url}))
+    assert where == "runner" and message.startswith("adapter_mismatch: "), message
+    # both models are named (paths are scrubbed for the client: the setup log has them)
+    assert "does not fit the base model: it was trained for base '<path>', but RAG_LLM is '<path>'" in message, message
+    assert _answer(llm, {"question": QUESTION, "max_new_tokens": 4}) is not None  # the model still answers
+
+
 # ------------------------------------------------------------------- the weights cache, no server
+def test_resolve_deployment_turns_weights_adapter_and_index_url_into_directories(tmp_path, tiny_adapter,  # noqa: F811
+                                                                                 demo_index_dir):
+    from rag import weights
+    from rag.config import Settings
+    from rag.errors import ConfigError
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "index.tar.gz", "w:gz") as tar:
+        tar.add(demo_index_dir, arcname="index")
+    adapter_tar = tmp_path / "adapter.tar.gz"
+    with tarfile.open(adapter_tar, "w:gz") as tar:
+        tar.add(tiny_adapter, arcname="adapter")
+    server = FileServer(served)
+    try:
+        s = Settings.from_env({"RAG_LLM": "some/base", "RAG_ADAPTER": str(adapter_tar),
+                               "RAG_INDEX_URL": server.url("index.tar.gz"),
+                               "RAG_WEIGHTS_CACHE": str(tmp_path / "cache"), "RAG_WEIGHTS_CACHE_GB": "0.5"})
+        assert weights.WeightsCache.from_settings(s).max_bytes == 512 * 1024**2
+        out = weights.resolve_deployment(s)
+        assert Path(out.adapter).is_relative_to(tmp_path / "cache")
+        assert (Path(out.adapter) / "adapter_config.json").exists()
+        assert out.index_dir.is_relative_to(tmp_path / "cache") and (out.index_dir / "manifest.json").exists()
+        # Cog's weights replace RAG_ADAPTER; a directory or a Hub id passes through unchanged
+        assert weights.resolve_deployment(s, weights=str(tiny_adapter)).adapter == str(tiny_adapter)
+        assert weights.resolve_deployment(s.with_(adapter="owner/adapter")).adapter == "owner/adapter"
+        # an explicit RAG_INDEX_DIR wins over RAG_INDEX_URL: nothing is downloaded for it
+        assert weights.resolve_deployment(s.with_(adapter=None, index_dir=demo_index_dir)).index_dir == demo_index_dir
+        assert server.hits == {"/index.tar.gz": 1}
+        with pytest.raises(ConfigError, match="RAG_LLM is not set"):
+            weights.resolve_deployment(Settings(), weights=str(tiny_adapter))
+        unchanged = Settings()
+        assert weights.resolve_deployment(unchanged) is unchanged
+    finally:
+        server.close()
+
+
 def test_cache_evicts_least_recently_used_entries(tmp_path, monkeypatch):
     from rag import weights
 

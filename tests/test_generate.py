@@ -12,7 +12,9 @@ import torch
 from _models import (  # noqa: F401 - fixtures
     adapter_base,
     tiny_adapter,
+    tiny_adapter_b,
     tiny_chat_model,
+    tiny_hidden32_model,
     tiny_mismatched_adapter,
     tiny_models,
     tiny_pickle_model,
@@ -20,9 +22,9 @@ from _models import (  # noqa: F401 - fixtures
 )
 
 from rag.config import Settings
-from rag.errors import InputError, ModelError
+from rag.errors import ConfigError, InputError, ModelError
 from rag.generate import Generator, _held_back
-from rag.prompt import PROMPT_META_FILE, Passage, build_prompt, encode_prompt
+from rag.prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, Passage, build_prompt, encode_prompt
 from rag.request import AskRequest
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -148,6 +150,142 @@ def test_4bit_loads_and_generates_on_cpu(tiny_chat_model, tiny_adapter):
     g = gen.stream(prompt_for(gen), req(max_new_tokens=8))
     g.read()
     assert g.usage["completion_tokens"] >= 1 and g.finish_reason in ("length", "stop")
+
+
+# --------------------------------------------------------------------------- per-request adapters
+
+
+@pytest.fixture(scope="module")
+def swap_gen(tiny_chat_model) -> Generator:
+    """A bare base (no RAG_ADAPTER): the first per-request adapter wraps it in PEFT."""
+    return Generator.load(Settings(llm=str(tiny_chat_model), max_adapters=2))
+
+
+def _with_meta(src, dst, **meta):
+    shutil.copytree(src, dst)
+    (dst / PROMPT_META_FILE).write_text(json.dumps({"prompt_format_version": PROMPT_FORMAT_VERSION, **meta}))
+    return dst
+
+
+def test_each_request_gets_its_own_adapter_and_no_leakage(swap_gen, chat_gen, adapter_gen, tiny_adapter,
+                                                          tiny_adapter_b):
+    text, r = prompt_for(chat_gen), req(max_new_tokens=20)
+    base = chat_gen.stream(text, r).read()
+    a = swap_gen.stream(text, r, adapter=str(tiny_adapter)).read()
+    b = swap_gen.stream(text, r, adapter=str(tiny_adapter_b)).read()
+    assert a == adapter_gen.stream(text, r).read()  # exactly what the same adapter gives at startup
+    assert len({base, a, b}) == 3
+    assert swap_gen.stream(text, r, adapter=str(tiny_adapter)).read() == a  # the same adapter again
+    assert swap_gen.stream(text, r).read() == base  # no adapter: the bare base, nothing left switched on
+    assert swap_gen.loaded_adapters == [str(tiny_adapter_b.resolve()), str(tiny_adapter.resolve())]
+
+
+def test_startup_adapter_comes_back_after_a_request_adapter(tiny_chat_model, tiny_adapter, tiny_adapter_b):
+    gen = Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(tiny_adapter)))
+    text, r = prompt_for(gen), req(max_new_tokens=20)
+    startup = gen.stream(text, r).read()
+    other = gen.stream(text, r, adapter=str(tiny_adapter_b)).read()
+    # adapter B replaces the startup adapter for that request; it is not stacked on top of it
+    b_at_startup = Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(tiny_adapter_b)))
+    assert other == b_at_startup.stream(text, r).read()
+    assert other != startup
+    assert gen.stream(text, r).read() == startup
+    # naming the startup adapter's own directory uses it, without loading a second copy
+    assert gen.stream(text, r, adapter=str(tiny_adapter)).read() == startup
+    assert gen.loaded_adapters == [str(tiny_adapter_b.resolve())]
+
+
+def test_least_recently_used_adapter_is_unloaded(tiny_chat_model, tiny_adapter, tiny_adapter_b, tmp_path):
+    gen = Generator.load(Settings(llm=str(tiny_chat_model), max_adapters=2))
+    a, b = str(tiny_adapter.resolve()), str(tiny_adapter_b.resolve())
+    c = str(shutil.copytree(tiny_adapter, tmp_path / "copy_of_a").resolve())  # another path: another adapter
+    text, r = prompt_for(gen), req(max_new_tokens=12)
+    out_a = gen.stream(text, r, adapter=a).read()
+    gen.stream(text, r, adapter=b).read()
+    gen.stream(text, r, adapter=a).read()  # a is now more recent than b
+    assert gen.stream(text, r, adapter=c).read() == out_a  # same weights, other directory
+    assert gen.loaded_adapters == [a, c]  # b was least recently used
+    assert len(gen.model.peft_config) == 2  # and its weights are gone from the model
+    assert gen.stream(text, r, adapter=b).read() != out_a  # reloaded on demand, evicting a
+    assert gen.loaded_adapters == [c, b] and len(gen.model.peft_config) == 2
+
+
+def test_concurrent_requests_with_different_adapters_do_not_mix(swap_gen, tiny_adapter, tiny_adapter_b):
+    text = prompt_for(swap_gen)
+    jobs = [None, str(tiny_adapter), str(tiny_adapter_b), str(tiny_adapter), None, str(tiny_adapter_b)]
+    alone = [swap_gen.stream(text, req(max_new_tokens=16), adapter=a).read() for a in jobs]
+    together: list = [None] * len(jobs)
+
+    def run(i):
+        together[i] = swap_gen.stream(text, req(max_new_tokens=16), adapter=jobs[i]).read()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+
+
+def test_mismatched_request_adapter_is_refused_naming_both(swap_gen, tiny_chat_model, tiny_mismatched_adapter):
+    with pytest.raises(ModelError, match="does not fit") as e:
+        swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter=str(tiny_mismatched_adapter))
+    msg = str(e.value)
+    assert e.value.code == "adapter_mismatch"
+    assert adapter_base(tiny_mismatched_adapter) in msg and str(tiny_chat_model) in msg and "the adapter expects" in msg
+    assert str(tiny_mismatched_adapter.resolve()) not in swap_gen.loaded_adapters  # refused before loading
+
+
+def test_request_adapter_with_another_prompt_format_or_not_an_adapter_is_refused(swap_gen, tiny_adapter,
+                                                                                 tiny_chat_model, tmp_path):
+    old = _with_meta(tiny_adapter, tmp_path / "old", prompt_format_version="vnreg-0")
+    with pytest.raises(ModelError, match="vnreg-0") as e:
+        swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter=str(old))
+    assert e.value.code == "prompt_format_mismatch"
+    with pytest.raises(ModelError, match="not a PEFT adapter"):
+        swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter=str(tiny_chat_model))
+    ia3 = shutil.copytree(tiny_adapter, tmp_path / "ia3")
+    (ia3 / "adapter_config.json").write_text(json.dumps({**json.loads((ia3 / "adapter_config.json").read_text()),
+                                                         "peft_type": "IA3"}))
+    with pytest.raises(ModelError, match="only LoRA adapters"):
+        swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter=str(ia3))
+    with pytest.raises(ModelError, match="not a local directory") as e:
+        swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter="owner/some-adapter")
+    assert e.value.code == "adapter_not_found"
+
+
+def test_per_request_adapters_can_be_switched_off(tiny_chat_model, tiny_adapter):
+    gen = Generator.load(Settings(llm=str(tiny_chat_model), max_adapters=0))
+    with pytest.raises(ConfigError, match="RAG_MAX_ADAPTERS=0"):
+        gen.stream(prompt_for(gen), req(max_new_tokens=5), adapter=str(tiny_adapter))
+
+
+def test_declared_base_of_another_architecture_is_refused(swap_gen, tiny_chat_model, tiny_adapter,
+                                                         tiny_hidden32_model, tmp_path):
+    # The weights would fit; rag_prompt.json says they were trained on a hidden-32 model, readable here.
+    wrong = _with_meta(tiny_adapter, tmp_path / "wrong", base_model=str(tiny_hidden32_model))
+    for load in (lambda: Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(wrong))),
+                 lambda: swap_gen.stream(prompt_for(swap_gen), req(max_new_tokens=5), adapter=str(wrong))):
+        with pytest.raises(ModelError, match="hidden_size 32 vs 64") as e:
+            load()
+        assert e.value.code == "adapter_mismatch"
+        assert str(tiny_hidden32_model) in str(e.value) and str(tiny_chat_model) in str(e.value)
+
+
+def test_declared_base_that_is_a_copy_or_unknown_here_is_accepted(swap_gen, adapter_gen, tiny_chat_model,
+                                                                  tiny_adapter, tmp_path):
+    copy = shutil.copytree(tiny_chat_model, tmp_path / "models" / "chat-copy")  # same model, another path
+    on_copy = _with_meta(tiny_adapter, tmp_path / "on_copy", base_model=str(copy))
+    cfg = json.loads((on_copy / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/training-box/models/chat"  # a path on the machine it was trained on
+    (on_copy / "adapter_config.json").write_text(json.dumps(cfg))
+    elsewhere = _with_meta(tiny_adapter, tmp_path / "elsewhere", base_model="some-org/never-downloaded")
+    text, r = prompt_for(swap_gen), req(max_new_tokens=12)
+    expected = adapter_gen.stream(text, r).read()
+    assert swap_gen.stream(text, r, adapter=str(on_copy)).read() == expected
+    assert swap_gen.stream(text, r, adapter=str(elsewhere)).read() == expected
+    gen = Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(on_copy)))
+    assert gen.stream(text, r).read() == expected
 
 
 # --------------------------------------------------------------------------- streaming

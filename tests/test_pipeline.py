@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from _models import tiny_chat_model, tiny_models  # noqa: F401 - fixtures
+from _models import tiny_adapter, tiny_chat_model, tiny_models  # noqa: F401 - fixtures
 
+from rag.errors import ConfigError
 from rag.pipeline import Delta, Final, Pipeline, cite
+from rag.request import AskRequest
 from rag.retrieve import REFUSAL
 
 
@@ -17,13 +19,15 @@ class RecordingGenerator:
     def __init__(self, inner):
         self.inner = inner
         self.prompts: list[str] = []
+        self.adapters: list = []
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def stream(self, prompt_text, request, cancel=None):
+    def stream(self, prompt_text, request, cancel=None, adapter=None):
         self.prompts.append(prompt_text)
-        return self.inner.stream(prompt_text, request, cancel=cancel)
+        self.adapters.append(adapter)
+        return self.inner.stream(prompt_text, request, cancel=cancel, adapter=adapter)
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +96,32 @@ def test_cancel_stops_a_stream(llm_pipeline):
     final = rest[-1].answer
     assert first.text and final.finish_reason == "cancelled"
     assert final.usage["completion_tokens"] < 400
+
+
+def test_a_request_adapter_reaches_the_generator_and_changes_the_answer(llm_pipeline, tiny_adapter):
+    q = {"question": "Điều kiện xét học bổng khuyến khích là gì?", "max_new_tokens": 16}
+    base = llm_pipeline.answer(q)
+    tuned = llm_pipeline.answer(q, adapter=str(tiny_adapter))
+    assert llm_pipeline.generator.adapters[-1] == str(tiny_adapter)
+    assert tuned.mode == "llm" and tuned.text != base.text
+    assert llm_pipeline.answer(q).text == base.text  # the next request without one gets the base again
+    assert llm_pipeline.generator.adapters[-1] is None
+
+
+def test_a_request_adapter_needs_an_llm(demo_pipeline, tiny_adapter):
+    with pytest.raises(ConfigError, match="needs an LLM"):
+        demo_pipeline.answer({"question": "Điều kiện tốt nghiệp là gì?"}, adapter=str(tiny_adapter))
+
+
+def test_follow_up_borrows_the_previous_question_but_off_topic_is_refused(demo_pipeline):
+    history = [{"role": "user", "content": "Một học kỳ chính được đăng ký tối đa bao nhiêu tín chỉ?"},
+               {"role": "assistant", "content": "Theo Điều 8, tối đa 24 tín chỉ."}]
+    follow = demo_pipeline.answer({"question": "Còn học kỳ hè thì sao?", "history": history})
+    assert not follow.refused
+    assert "Điều 8" in follow.text or "Điều 9" in follow.text  # the registration articles, found via the history
+    off = demo_pipeline.answer({"question": "Tỉ giá đô la hôm nay?", "history": history})
+    assert off.refused and off.citations == []
+    # The bug this guards against: an off-topic follow-up used to pass the gate on the previous question's words.
+    retrieval = demo_pipeline._retrieve(AskRequest.from_dict({"question": "Tỉ giá đô la hôm nay?", "history": history},
+                                                             demo_pipeline.settings))
+    assert retrieval.refused and demo_pipeline.retriever.unknown_words("Tỉ giá đô la hôm nay?")

@@ -82,3 +82,43 @@ def test_settings_from_env_validates_and_masks_secrets():
         Settings.from_env({"RAG_TOP_K": "many"})
     with pytest.raises(ConfigError, match="boolean"):
         Settings.from_env({"RAG_ALLOW_PICKLE": "maybe"})
+
+
+@pytest.mark.parametrize("data", [{"question": None}, {"question": None, "top_k": 3}])
+def test_null_question_is_a_missing_field_not_a_crash(data):
+    with pytest.raises(InputError, match="missing field 'question'"):
+        AskRequest.from_dict(data, S)
+
+
+def test_top_k_defaults_to_the_deployments_rag_top_k():
+    s = Settings.from_env({"RAG_TOP_K": "8"})
+    assert AskRequest.from_dict({"question": "Học bổng?"}, s).top_k == 8
+    assert AskRequest.from_dict({"question": "Học bổng?", "top_k": None}, s).top_k == 8  # JSON null: not given
+    assert AskRequest.from_dict({"question": "Học bổng?", "top_k": 2}, s).top_k == 2  # the request wins
+    assert AskRequest(question="Học bổng?").validate(s).top_k == 8
+    assert AskRequest(question="Học bổng?").validate(Settings()).top_k == 5
+
+
+def test_deployment_source_settings_are_validated():
+    s = Settings.from_env({"RAG_INDEX_URL": "https://example.org/index.tar.gz?X-Amz-Signature=secret",
+                           "RAG_WEIGHTS_CACHE": "/tmp/w", "RAG_WEIGHTS_CACHE_GB": "0.5", "RAG_MAX_ADAPTERS": "2"})
+    assert s.index_url.startswith("https://") and str(s.weights_cache_dir) == "/tmp/w"
+    assert s.weights_cache_gb == 0.5 and s.max_adapters == 2
+    assert s.public_dict()["index_url"] == "https://example.org/index.tar.gz"  # no signature in logs
+    assert Settings.from_env({}).weights_cache_gb == 20.0 and Settings.from_env({}).index_url is None
+    with pytest.raises(ConfigError, match="RAG_INDEX_URL='/data/index' is not an http"):
+        Settings.from_env({"RAG_INDEX_URL": "/data/index"})
+    with pytest.raises(ConfigError, match="RAG_INDEX_URL and RAG_CHROMA_URL"):
+        Settings.from_env({"RAG_INDEX_URL": "https://x/i.tgz", "RAG_CHROMA_URL": "http://chroma:8000"})
+    with pytest.raises(ConfigError, match="RAG_WEIGHTS_CACHE_GB"):
+        Settings.from_env({"RAG_WEIGHTS_CACHE_GB": "0"})
+    with pytest.raises(ConfigError, match="RAG_WEIGHTS_CACHE_GB"):
+        Settings().with_(weights_cache_gb=-1.0)
+    with pytest.raises(ConfigError, match="RAG_MAX_ADAPTERS"):
+        Settings.from_env({"RAG_MAX_ADAPTERS": "65"})
+
+
+def test_default_max_new_tokens_respects_a_lower_limit():
+    s = Settings().with_(max_new_tokens_limit=128)
+    assert AskRequest.from_dict({"question": "q"}, s).max_new_tokens == 128
+    assert AskRequest.from_dict({"question": "q"}, Settings()).max_new_tokens == 512

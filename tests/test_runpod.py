@@ -326,6 +326,25 @@ def test_worker_loads_an_adapter_tarball_and_an_index_url(tmp_path, monkeypatch,
     assert [m["id"] for m in models["data"]] == ["adapter.tar.gz"]  # the name as configured, not a cache dir
 
 
+def test_sources_are_cached_on_the_network_volume_unless_rag_weights_cache_says_otherwise(tmp_path, tiny_adapter):
+    import tarfile
+
+    from runpod_worker.handler import resolve_sources
+
+    adapter_tar = tmp_path / "adapter.tar.gz"
+    with tarfile.open(adapter_tar, "w:gz") as tar:
+        tar.add(tiny_adapter, arcname="adapter")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    s = Settings(llm="some/base", adapter=str(adapter_tar))
+    on_volume = resolve_sources(s, volume=str(volume))
+    assert Path(on_volume.adapter).is_relative_to(volume / "rag" / "weights")
+    mine = resolve_sources(s.with_(weights_cache_dir=tmp_path / "mine"), volume=str(volume))
+    assert Path(mine.adapter).is_relative_to(tmp_path / "mine")
+    nothing = resolve_sources(Settings(), volume=str(volume))
+    assert nothing.adapter is None and nothing.index_dir is None  # nothing to resolve, nothing downloaded
+
+
 def test_concurrency_comes_from_the_environment():
     assert max_concurrency_from_env({"RUNPOD_MAX_CONCURRENCY": "3"}) == 3
     assert max_concurrency_from_env({}, Settings()) == 4  # extractive: retrieval only
