@@ -84,7 +84,7 @@ class LocalBackend:
 
 
 def replicate_input(req: AskRequest) -> dict[str, Any]:
-    """The Cog model's inputs (``predict.py``, docs/replicate.md): ``history`` travels as a JSON string."""
+    """The Cog model's inputs (``predict.py``, README, "Deploying on Replicate"): ``history`` travels as a JSON string."""
     data: dict[str, Any] = {
         "question": req.question,
         "top_k": req.top_k,
