@@ -43,7 +43,7 @@ from cog import AsyncConcatenateIterator, BaseRunner, ConcatenateIterator, Input
 
 from rag.config import Settings
 from rag.errors import ConfigError, InputError, RagError
-from rag.request import MAX_STOPS, MAX_SYSTEM_PROMPT_CHARS, AskRequest
+from rag.request import DEFAULT_MAX_NEW_TOKENS, MAX_STOPS, MAX_SYSTEM_PROMPT_CHARS, AskRequest
 
 # Static bounds for the OpenAPI schema (Replicate's form and its API-side validation): the
 # defaults of rag's Settings and AskRequest. Every request is validated again by AskRequest
@@ -53,7 +53,7 @@ _R = AskRequest(question="?")
 QUESTION = Input(description="The student's question, in Vietnamese.", max_length=_S.max_question_chars)
 TOP_K = Input(description=f"Passages retrieved; empty = the deployment's RAG_TOP_K (default {_S.top_k}).",
               default=None, ge=1, le=_S.max_top_k)
-MAX_NEW_TOKENS = Input(description="Most tokens the LLM may generate.", default=_R.max_new_tokens, ge=1,
+MAX_NEW_TOKENS = Input(description="Most tokens the LLM may generate.", default=DEFAULT_MAX_NEW_TOKENS, ge=1,
                        le=_S.max_new_tokens_limit)
 TEMPERATURE = Input(description="0 = greedy (deterministic).", default=_R.temperature, ge=0.0, le=2.0)
 TOP_P = Input(description="Nucleus sampling; 1 = off.", default=_R.top_p, ge=0.0, le=1.0)

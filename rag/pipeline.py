@@ -153,21 +153,7 @@ class Pipeline:
         yield Final(answer)
 
     def _retrieve(self, req: AskRequest) -> Retrieval:
-        """Retrieve for the question; a short follow-up ("còn học kỳ hè thì sao?") may borrow the previous turn.
-
-        The question is first searched alone. Only when that is refused, there is an
-        earlier user turn, and every content word of the follow-up is known to the
-        corpus, is it searched again together with the previous question — so "Tỉ giá
-        đô la hôm nay?" after an in-scope question is still refused.
-        """
-        alone = self.retriever.search(req.question, req.top_k)
-        previous = [t["content"] for t in req.history if t["role"] == "user"]
-        if not alone.refused or not previous or len(req.question) > 120:
-            return alone
-        if self.retriever.unknown_words(req.question):
-            return alone
-        joined = self.retriever.search(f"{previous[-1]}\n{req.question}", req.top_k)
-        return joined if not joined.refused else alone
+        return self.retriever.search_in_conversation(req.question, req.history, req.top_k)
 
     def warmup(self) -> None:
         """A tiny end-to-end pass so the first real request is not the one that pays for lazy loading."""

@@ -111,6 +111,22 @@ class Retriever:
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
         return Retrieval(q, hits, relevance, relevance < self.settings.min_relevance, timings)
 
+    def search_in_conversation(self, question: str, history: list[dict], top_k: int | None = None) -> Retrieval:
+        """Retrieve for a question in a conversation (serving and training use this same rule).
+
+        The question is first searched alone. Only when that is refused, there is an
+        earlier user turn, and every content word of the follow-up is known to the
+        corpus, is it searched again together with the previous question — so "còn học
+        kỳ hè thì sao?" can borrow context while "Tỉ giá đô la hôm nay?" after an
+        in-scope question is still refused.
+        """
+        alone = self.search(question, top_k)
+        previous = [t["content"] for t in history or [] if t.get("role") == "user"]
+        if not alone.refused or not previous or len(question) > 120 or self.unknown_words(question):
+            return alone
+        joined = self.search(f"{previous[-1]}\n{question}", top_k)
+        return joined if not joined.refused else alone
+
     def fuse(self, dense: np.ndarray, lexical: np.ndarray, pool: int) -> dict[int, float]:
         """Candidate scores from the two rankings.
 

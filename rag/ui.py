@@ -42,7 +42,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 from .config import Settings, default_index_dir
 from .errors import Cancelled, InputError, RagError
 from .pipeline import Delta, Final
-from .request import MAX_TURN_CHARS, TEMPERATURE_RANGE, AskRequest
+from .request import DEFAULT_MAX_NEW_TOKENS, MAX_TURN_CHARS, TEMPERATURE_RANGE, AskRequest
 from .retrieve import REFUSAL
 from .types import Answer, Citation, Hit
 
@@ -98,7 +98,7 @@ def request_limits(settings: Settings) -> dict[str, tuple]:
     d = AskRequest(question="?")
     return {
         "top_k": (1, settings.max_top_k, min(settings.top_k, settings.max_top_k)),
-        "max_new_tokens": (1, settings.max_new_tokens_limit, min(d.max_new_tokens, settings.max_new_tokens_limit)),
+        "max_new_tokens": (1, settings.max_new_tokens_limit, min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens_limit)),
         "temperature": (TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1], d.temperature),
     }
 

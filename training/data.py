@@ -479,12 +479,10 @@ def retriever_from_index(index_dir: str | Path, env=None):
 
 
 def _retrieve(retriever, ex: Example, top_k: int) -> list[Passage]:
-    from rag.pipeline import _retrieval_query
     from rag.prompt import passages_from_hits
-    from rag.request import AskRequest
 
-    query = _retrieval_query(AskRequest(question=ex.question, history=ex.history))
-    return passages_from_hits(retriever.search(query, top_k).hits)
+    # The serving rule for follow-up questions, so training prompts carry what serving would retrieve.
+    return passages_from_hits(retriever.search_in_conversation(ex.question, ex.history, top_k).hits)
 
 
 def _completion_ids(tokenizer: Any, prompt: str, completion: str, prompt_ids: list[int]) -> list[int]:
