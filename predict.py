@@ -79,13 +79,13 @@ class RunnerError(Exception):
 class Runner(BaseRunner):
     def setup(self, weights: Optional[str] = None) -> None:
         from rag.pipeline import Pipeline
-        from rag.weights import WeightsCache, resolve_deployment
+        from rag.weights import WeightsCache, _redact, resolve_deployment
 
         try:
             settings = Settings.from_env(os.environ)
             self.cache = WeightsCache.from_settings(settings)  # also holds per-request lora_weights
             if weights and settings.adapter:
-                print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={settings.adapter!r}", flush=True)
+                print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={_redact(settings.adapter)!r}", flush=True)
             settings = resolve_deployment(settings, weights=str(weights) if weights else None, cache=self.cache)
             self.pipeline = Pipeline.from_settings(settings)
             s, p = self.pipeline.settings, self.pipeline

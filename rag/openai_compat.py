@@ -168,6 +168,11 @@ def served_model_name(settings: Settings) -> str:
     name = settings.adapter or settings.llm
     if not name:
         return "rag-extractive"
+    if name.startswith(("http://", "https://")):
+        from .weights import _redact
+
+        name = _redact(name)  # no signed-URL query string or credentials
+        return PurePath(name.rstrip("/")).name or "rag-model"
     if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
         return PurePath(name.rstrip("/")).name or "rag-model"
     return name

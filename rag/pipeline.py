@@ -84,7 +84,7 @@ class Pipeline:
 
     # -- retrieval only ---------------------------------------------------------------------------
     def search(self, question: str, top_k: int | None = None) -> Retrieval:
-        req = AskRequest(question=question, top_k=top_k or self.settings.top_k).validate(self.settings)
+        req = AskRequest(question=question, top_k=top_k).validate(self.settings)
         return self.retriever.search(req.question, req.top_k)
 
     # -- answers ----------------------------------------------------------------------------------

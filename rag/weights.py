@@ -60,8 +60,20 @@ def is_url(ref: str) -> bool:
 
 
 def _redact(url: str) -> str:
-    """A URL as it may appear in messages and logs: no query string (signed URLs carry tokens there)."""
-    return url.split("?", 1)[0]
+    """A URL as it may appear in messages and logs: no query string or fragment (signed URLs carry
+    tokens there) and no user:password@ part."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("@")[-1]
+    if not parts.scheme:
+        return url.split("?", 1)[0]
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -88,7 +100,9 @@ class WeightsCache:
 
         if not is_url(url):
             raise error(f"{what}: {_redact(url)!r} is not an http(s) URL.", code="weights_unreachable")
-        key = hashlib.sha256(url.encode()).hexdigest()[:32]
+        # A private download is cached per token: a caller without the token must not get it from the cache.
+        token_part = hashlib.sha256(token.encode()).hexdigest() if token and _is_hf_host(url) else ""
+        key = hashlib.sha256(f"{url}\n{token_part}".encode()).hexdigest()[:32]
         entry = self.directory / key
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -142,7 +156,8 @@ class WeightsCache:
         staging = self.directory / f".{entry.name}.{tag}.unpack"
         try:
             _download(url, part, self.max_bytes, what, error, token)
-            unpack_tarball(part, staging, marker=marker, what=what, source=_redact(url), error=error)
+            unpack_tarball(part, staging, marker=marker, what=what, source=_redact(url), error=error,
+                           max_bytes=self.max_bytes)
             (staging / _DONE).write_text(json.dumps({"url": _redact(url), "fetched_at": time.time()}))
             shutil.rmtree(entry, ignore_errors=True)  # an incomplete leftover from a crash
             os.rename(staging, entry)
@@ -167,11 +182,11 @@ def _is_hf_host(url: str) -> bool:
 
 
 def _download(url: str, dest: Path, limit: int, what: str, error, token: str | None) -> None:
-    headers = {"User-Agent": "rag-weights/1"}
+    request = urllib.request.Request(url, headers={"User-Agent": "rag-weights/1"})
     if token and _is_hf_host(url):
-        # The Hugging Face token goes to Hugging Face only, never to an arbitrary tarball host.
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, headers=headers)
+        # The Hugging Face token goes to Hugging Face only, never to an arbitrary tarball host; an
+        # unredirected header is not copied onto a redirect (Hugging Face's LFS redirects are signed).
+        request.add_unredirected_header("Authorization", f"Bearer {token}")
     shown = _redact(url)
     try:
         # http(s) only: fetch() refuses other schemes (file://, ftp://) before we get here.
@@ -197,7 +212,7 @@ def _download(url: str, dest: Path, limit: int, what: str, error, token: str | N
 
 
 def unpack_tarball(archive: Path, dest: Path, *, marker: str, what: str, source: str | None = None,
-                   error: type[RagError] = ModelError) -> Path:
+                   error: type[RagError] = ModelError, max_bytes: int | None = None) -> Path:
     """Check and unpack a (possibly compressed) tarball into ``dest``; return the directory holding ``marker``."""
     shown = source or str(archive)
     if not tarfile.is_tarfile(archive):
@@ -211,6 +226,10 @@ def unpack_tarball(archive: Path, dest: Path, *, marker: str, what: str, source:
                 if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
                     raise error(f"{what}: {shown} contains {m.name!r} (an absolute path, '..' or a link); refusing to "
                                 "unpack it.", code="weights_unsafe")
+            unpacked = sum(m.size for m in members if m.isfile())
+            if max_bytes is not None and unpacked > max_bytes:
+                raise error(f"{what}: {shown} would unpack to {_human(unpacked)}, above the limit of "
+                            f"{_human(max_bytes)} (RAG_WEIGHTS_CACHE_GB).", code="weights_too_large")
             names = {PurePosixPath(m.name) for m in members if m.isfile()}
             if not any(n.name == marker and len(n.parts) <= 3 for n in names):
                 raise error(f"{what}: {shown} is a tarball but has no {marker}"

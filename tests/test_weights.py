@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 
+from rag.errors import ModelError
 from rag.weights import _download, _is_hf_host
 
 
@@ -28,7 +29,7 @@ def test_hf_token_is_sent_only_to_hugging_face(tmp_path):
     t.start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/adapter.tar.gz"
-        _download(url, tmp_path / "a.part", 10_000, "lora_weights", RuntimeError, "hf_secret_token")
+        _download(url, tmp_path / "a.part", 10_000, "lora_weights", ModelError, "hf_secret_token")
     finally:
         server.shutdown()
     assert (tmp_path / "a.part").read_bytes() == b"payload"
@@ -37,3 +38,56 @@ def test_hf_token_is_sent_only_to_hugging_face(tmp_path):
     assert _is_hf_host("https://cdn-lfs.huggingface.co/x")
     assert not _is_hf_host("https://huggingface.co.evil.example/x")
     assert not _is_hf_host("https://example.com/huggingface.co/x")
+
+
+def test_urls_in_messages_lose_credentials_and_signatures():
+    from rag.config import Settings
+    from rag.openai_compat import served_model_name
+    from rag.weights import _redact
+
+    assert _redact("https://user:ghp_SECRET@host.example:8443/a/x.tar.gz?X-Amz-Signature=S") == \
+        "https://host.example:8443/a/x.tar.gz"
+    s = Settings().with_(llm="org/base", adapter="https://b.example/ad.tar.gz?X-Amz-Signature=SECRET")
+    assert served_model_name(s) == "ad.tar.gz"
+
+
+def test_auth_header_is_not_carried_across_a_redirect(tmp_path, monkeypatch):
+    import urllib.request
+
+    sent = {}
+
+    def fake_urlopen(request, timeout=None):
+        sent["redirected"] = urllib.request.HTTPRedirectHandler().redirect_request(
+            request, None, 302, "Found", {}, "http://elsewhere.example/y")
+        raise OSError("stop here")
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    from rag.errors import ModelError
+
+    try:
+        _download("https://huggingface.co/org/repo/resolve/main/a.tar.gz", tmp_path / "p", 10, "w", ModelError, "T")
+    except ModelError as e:
+        assert "T" not in str(e).split()
+    assert sent["redirected"].get_full_url() == "http://elsewhere.example/y"
+    assert "Authorization" not in dict(sent["redirected"].header_items())
+
+
+def test_tarball_that_unpacks_past_the_limit_is_refused(tmp_path):
+    import io
+    import tarfile
+
+    import pytest
+
+    from rag.errors import ModelError
+    from rag.weights import ADAPTER_MARKER, unpack_tarball
+
+    archive = tmp_path / "bomb.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in ((ADAPTER_MARKER, b"{}"), ("zeros.bin", b"\0" * 200_000)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert archive.stat().st_size < 5_000
+    with pytest.raises(ModelError, match="would unpack to"):
+        unpack_tarball(archive, tmp_path / "out", marker=ADAPTER_MARKER, what="lora_weights", max_bytes=100_000)
+    assert unpack_tarball(archive, tmp_path / "ok", marker=ADAPTER_MARKER, what="lora_weights", max_bytes=10**6)
