@@ -34,6 +34,7 @@ class FileResult:
     chunks: int = 0
     reason: str = ""
     code: str = ""
+    ocr_pages: int = 0  # pages read by OCR in this run
 
 
 @dataclass
@@ -66,6 +67,9 @@ class IngestReport:
             f"index now holds {self.document_count} documents, {self.page_count} pages, {self.chunk_count} chunks"
             f" ({self.embedded} embedded in {self.seconds:.1f} s)" + ("" if self.changed else " — nothing changed"),
         ]
+        ocr = sum(f.ocr_pages for f in self.files)
+        if ocr:
+            lines.append(f"OCR: {ocr} scanned pages read by Tesseract in this run")
         for f in self.files:
             if f.status in ("failed", "skipped"):
                 lines.append(f"  {f.status}: {f.source}: {f.reason}")
@@ -150,7 +154,8 @@ def ingest(
                 "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr),
             }
             status = "updated" if source in kept else "added"
-            report.files.append(FileResult(source, status, len(doc.pages), len(chunks)))
+            report.files.append(FileResult(source, status, len(doc.pages), len(chunks),
+                                           ocr_pages=files_meta[source]["ocr_pages"]))
 
         # Files indexed before but not listed now: kept, unless pruning.
         for source in kept:

@@ -319,6 +319,7 @@ def test_scanned_demo_regulation_ingests_with_its_articles(tmp_path, embedder):
     assert len(calls(exe)) == len(images) >= 2
     index = Index.open(settings)
     assert index.manifest.files["quy-che-scan.pdf"]["ocr_pages"] == len(images)
+    assert f"OCR: {len(images)} scanned pages" in report.summary()
 
     def structure(source):
         return [(c.chapter, c.article, c.article_title, c.clause, c.kind)
