@@ -20,15 +20,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from rag.backends import (BackendError, LocalBackend, ReplicateBackend, RunPodBackend, answer_from_text,
-                          citation_from_label, make_backend)
 from rag.errors import Cancelled, ConfigError, InputError
 from rag.pipeline import Delta, Final
 from rag.request import AskRequest
 from rag.retrieve import REFUSAL
 from rag.types import Answer, Chunk, Citation, Hit
-from rag.ui import (WORK_CHOICE, ChatApp, chat_text, example_questions, index_html, request_limits, sources_html,
-                    text_html)
+from rag.ui import (WORK_CHOICE, BackendError, ChatApp, LocalBackend, ReplicateBackend, RunPodBackend, answer_from_text,
+                    chat_text, citation_from_label, example_questions, index_html, make_backend, request_limits,
+                    sources_html, text_html)
 
 ARTICLE8 = "Điều 8 (Đăng ký khối lượng học tập)"
 PLANTED = '<script>window.__pwned=1</script> và <img src=x onerror="window.__pwned=2">'
@@ -678,7 +677,7 @@ def test_page_renders_text_only_and_keeps_analytics_off(app):
 
 
 def test_importing_the_ui_loads_no_heavy_library():
-    code = ("import sys, rag.ui, rag.backends, rag.cli; "
+    code = ("import sys, rag.ui, rag.ui.remote, rag.cli; "
             "print(sorted(m for m in ('gradio', 'replicate', 'runpod', 'torch', 'chromadb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

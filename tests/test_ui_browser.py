@@ -156,7 +156,7 @@ def test_chat_page_answers_with_the_right_article(browser, demo_index_dir, tmp_p
 @pytest.fixture(scope="module")
 def planted_page(browser, embedder, settings_factory, tmp_path_factory):
     """A page over an index holding one document with markup planted in it (served in this process)."""
-    from rag.backends import LocalBackend
+    from rag.ui import LocalBackend
     from rag.ingest import ingest
     from rag.pipeline import Pipeline
     from rag.ui import ChatApp, launch

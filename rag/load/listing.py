@@ -1,0 +1,114 @@
+"""Listing: files and folders to load, expanded into (path, source label) pairs, with what was left out and why."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import InputError
+from .registry import SUPPORTED, SUPPORTED_LIST, unsupported_reason
+
+
+@dataclass
+class FileList:
+    """Files to load, as (resolved path, source label), and what was left out, as (path, reason).
+
+    Iterating a ``FileList`` iterates ``files``.
+    """
+
+    files: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[tuple[Path, str]]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def iter_files(paths: list[str | Path]) -> FileList:
+    """Expand files and folders (recursively, sorted, hidden ones skipped) into a ``FileList``.
+
+    A folder's files are labelled by their path relative to that folder; a file
+    given by name is labelled by its name. Symlinks inside a folder are followed
+    only when their target stays inside it. A missing path, or a folder with no
+    supported file, raises ``InputError``.
+    """
+    out = FileList()
+    seen: set[Path] = set()
+    labels: set[str] = set()
+
+    def add(resolved: Path, label: str, given: str) -> None:
+        if resolved in seen:
+            return
+        seen.add(resolved)
+        if label in labels:  # two files with one name: fall back to the path as given
+            label = given
+        labels.add(label)
+        out.files.append((resolved, label))
+
+    for raw in paths:
+        given = Path(raw).expanduser()
+        if not given.exists():
+            raise InputError(f"no such file or folder: {raw}")
+        if given.is_dir():
+            found = _walk(given, out.skipped)
+            if not found:
+                raise InputError(f"{raw} contains no supported files ({SUPPORTED_LIST})")
+            for resolved, rel in found:
+                add(resolved, rel, str(given / rel))
+        elif given.suffix.lower() in SUPPORTED:
+            add(given.resolve(), given.name, str(given))
+        else:
+            out.skipped.append((given, unsupported_reason(given)))
+    return out
+
+
+def _walk(root: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Supported files under ``root`` as (resolved path, label relative to root), sorted."""
+    root_resolved = root.resolve()
+    found: list[tuple[Path, str]] = []
+    visited: set[Path] = {root_resolved}
+
+    def inside(p: Path) -> bool:
+        return p == root_resolved or root_resolved in p.parents
+
+    def visit(folder: Path, rel: Path) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append((folder, f"cannot read folder: {e.strerror or e}"))
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                if not target.exists():
+                    skipped.append((path, "broken symlink"))
+                    continue
+                if not inside(target):
+                    skipped.append((path, f"symlink to {target}, outside {root}: not followed"))
+                    continue
+            if entry.is_dir():
+                target = path.resolve()
+                if target in visited:  # a symlink loop or a second way to the same folder
+                    continue
+                visited.add(target)
+                visit(path, rel / name)
+            elif not entry.is_file():
+                skipped.append((path, "not a regular file"))
+            elif name.startswith("~$"):
+                skipped.append((path, "temporary Office lock file"))
+            elif path.suffix.lower() in SUPPORTED:
+                found.append((path.resolve(), (rel / name).as_posix()))
+            else:
+                skipped.append((path, unsupported_reason(path)))
+
+    visit(root, Path())
+    return found
+

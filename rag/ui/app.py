@@ -1,0 +1,341 @@
+"""The chat page's state and callbacks (``ChatApp``), as plain methods that tests call without a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator
+
+from ..config import Settings, default_index_dir
+from ..errors import Cancelled, InputError, RagError
+from ..pipeline import Delta, Final
+from ..request import DEFAULT_MAX_NEW_TOKENS, MAX_TURN_CHARS, TEMPERATURE_RANGE, AskRequest
+from .panels import (PENDING_SOURCES, PLACEHOLDER_SOURCES, chat_text, error_html, index_html, note_html, sources_html,
+                     text_html)
+
+log = logging.getLogger("rag.ui")
+
+WORK_CHOICE = "Chỉ mục làm việc (tệp tải lên, trên máy này)"
+HISTORY_TURNS = 8  # earlier messages sent with a follow-up (as `rag chat` does)
+MAX_EXAMPLES = 6
+GENERIC_TITLES = ("phạm vi điều chỉnh", "giải thích từ ngữ", "hiệu lực", "tổ chức thực hiện", "điều khoản thi hành",
+                  "trách nhiệm của", "mục tiêu")
+FALLBACK_EXAMPLES = [
+    "Điều kiện để được công nhận tốt nghiệp là gì?",
+    "Sinh viên bị cảnh báo học tập trong trường hợp nào?",
+    "Học bổng khuyến khích học tập được xét như thế nào?",
+]
+
+
+def request_limits(settings: Settings) -> dict[str, tuple]:
+    """(minimum, maximum, default) of each control — the bounds ``AskRequest.validate`` enforces."""
+    d = AskRequest(question="?")
+    return {
+        "top_k": (1, settings.max_top_k, min(settings.top_k, settings.max_top_k)),
+        "max_new_tokens": (1, settings.max_new_tokens_limit, min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens_limit)),
+        "temperature": (TEMPERATURE_RANGE[0], TEMPERATURE_RANGE[1], d.temperature),
+    }
+
+
+def default_work_dir() -> Path:
+    return default_index_dir().parent / "ui-work"
+
+
+def new_state() -> dict:
+    return {"history": [], "messages": [], "sources": PLACEHOLDER_SOURCES}
+
+
+# -- example questions ------------------------------------------------------------------------------------
+
+
+def _lower_first(title: str) -> str:
+    return title[0].lower() + title[1:] if len(title) > 1 and title[1].islower() else title
+
+
+def example_questions(index, retriever=None, limit: int = MAX_EXAMPLES) -> list[str]:
+    """Questions about articles of the loaded corpus, spread over its documents.
+
+    With a retriever, a question is kept only when it is answered (not refused) and
+    its top passage is the article it was made from, so every example works.
+    """
+    if index is None or not getattr(index, "chunks", None):
+        return list(FALLBACK_EXAMPLES)
+    per_doc: dict[str, list[tuple[str, str]]] = {}
+    for c in index.chunks:
+        title = (c.article_title or "").strip()
+        if not c.article or not title or any(g in title.lower() for g in GENERIC_TITLES):
+            continue
+        items = per_doc.setdefault(c.document, [])
+        if all(t != title for _, t in items):
+            items.append((c.article, title))
+    # Spread: articles from a tenth, a quarter, half, three quarters and nine tenths into each
+    # document, the documents taken in turn.
+    picks: list[list[tuple[str, str]]] = []
+    for items in per_doc.values():
+        n = len(items)
+        order = sorted(set(min(n - 1, int(n * f)) for f in (0.25, 0.5, 0.75, 0.1, 0.9))) if n else []
+        picks.append([items[i] for i in order])
+    out: list[str] = []
+    for rnd in range(max((len(p) for p in picks), default=0)):
+        for p in picks:
+            if rnd >= len(p) or len(out) >= limit:
+                continue
+            article, title = p[rnd]
+            q = f"Quy định về {_lower_first(title)} như thế nào?"
+            if retriever is not None:
+                try:
+                    r = retriever.search(q, 3)
+                except RagError:
+                    continue
+                if r.refused or not r.hits or r.hits[0].chunk.article != article:
+                    continue
+            out.append(q)
+    return out or list(FALLBACK_EXAMPLES)
+
+
+# -- the app ----------------------------------------------------------------------------------------------
+
+
+def _safe_name(name: str) -> str:
+    name = Path(name).name
+    name = re.sub(r"[\x00-\x1f/\\:*?\"<>|]", "_", name).lstrip(".").strip() or "upload"
+    stem, dot, ext = name.rpartition(".")
+    return (stem[:100] + dot + ext) if dot else name[:100]
+
+
+class ChatApp:
+    """The page's state and callbacks. One per server; per-visitor state lives in a ``gr.State`` dict."""
+
+    def __init__(self, settings: Settings, backend, *, index=None, embedder=None, retriever=None,
+                 work_dir: Path | str | None = None, examples: list[str] | None = None):
+        self.settings = settings
+        self.backend = backend
+        self.index = index
+        self._embedder = embedder
+        self.work_dir = Path(work_dir) if work_dir else default_work_dir()
+        self.limits = request_limits(settings)
+        self.examples = examples if examples is not None else example_questions(index, retriever)
+        self._lock = threading.Lock()
+        self._work_index = None
+        self._work_backend = None
+
+    @classmethod
+    def create(cls, settings: Settings, backend, *, work_dir=None) -> "ChatApp":
+        """Index, embedder and examples from a local backend's pipeline; a remote one may name a local index copy."""
+        from .backends import LocalBackend
+        from ..index import Index
+
+        if isinstance(backend, LocalBackend):
+            p = backend.pipeline
+            return cls(settings, backend, index=p.index, embedder=p.embedder, retriever=p.retriever, work_dir=work_dir)
+        index = None
+        if settings.index_dir is not None or settings.chroma_url:
+            try:
+                index = Index.open(settings)
+            except RagError as err:
+                log.warning("no local index for the index page: %s", err)
+        return cls(settings, backend, index=index, work_dir=work_dir)
+
+    # -- chat -----------------------------------------------------------------------------------------
+    def choices(self) -> list[str]:
+        return [self.backend.label, WORK_CHOICE]
+
+    def _backend_for(self, choice: str | None):
+        if choice != WORK_CHOICE:
+            return self.backend
+        with self._lock:
+            if self._work_backend is None:
+                self._work_backend = self._open_work_backend()
+            return self._work_backend
+
+    async def respond(self, question: str, state: dict | None, top_k=None, temperature=None, max_new_tokens=None,
+                      choice: str | None = None) -> AsyncIterator[tuple[list, dict, str, str]]:
+        """Yields (chat messages, state, sources panel, question box) as the answer streams in.
+
+        An async generator on purpose: the backend runs in a thread of its own
+        (``streaming.astream``), so Stop — Gradio cancelling this task — acts at once,
+        even while a remote backend waits for a cold start, and sets ``cancel``,
+        which stops local generation or cancels the remote job. Pieces of text that
+        arrive while the page is busy are shown together (``serving.coalesce``).
+        """
+        from ..serving import coalesce
+        from ..streaming import astream
+
+        state = {**new_state(), **(state or {})}
+        state["history"], state["messages"] = list(state["history"]), list(state["messages"])
+        question = (question or "").strip()
+        if not question:
+            yield state["messages"], state, state["sources"], ""
+            return
+        shown = state["messages"] + [{"role": "user", "content": text_html(question)}]
+        lim = self.limits
+        data = {"question": question, "history": state["history"][-HISTORY_TURNS:]}
+        for name, value in (("top_k", top_k), ("temperature", temperature), ("max_new_tokens", max_new_tokens)):
+            value = lim[name][2] if value is None else value
+            data[name] = float(value) if name == "temperature" else int(round(float(value)))
+        cancel = threading.Event()
+        text = ""
+        answer = None
+        try:
+            request = AskRequest.from_dict(data, self.settings)
+            yield shown + [{"role": "assistant", "content": "…"}], state, PENDING_SOURCES, ""
+            backend = await asyncio.to_thread(self._backend_for, choice)  # may open the working index
+            async for event in coalesce(astream(backend, request, cancel)):
+                if isinstance(event, Delta):
+                    text += event.text
+                    yield shown + [{"role": "assistant", "content": text_html(text)}], state, PENDING_SOURCES, ""
+                elif isinstance(event, Final):
+                    answer = event.answer
+            if answer is None:
+                raise RagError("the backend ended without an answer.", code="no_answer")
+        except Cancelled:
+            message = (text + "\n\n" if text else "") + "(Đã dừng. / Stopped.)"
+            state["messages"] = shown + [{"role": "assistant", "content": text_html(message)}]
+            state["sources"] = PLACEHOLDER_SOURCES
+            yield state["messages"], state, state["sources"], ""
+            return
+        except Exception as err:  # noqa: BLE001 - shown in the chat in plain words, never a traceback
+            message = user_message(err)
+            state["messages"] = shown + [{"role": "assistant", "content": text_html("⚠️ " + message)}]
+            state["sources"] = error_html(message)
+            yield state["messages"], state, state["sources"], ""
+            return
+        finally:
+            cancel.set()  # the visitor pressed Stop or left: stop generating, cancel the remote job
+        state["messages"] = shown + [{"role": "assistant", "content": text_html(chat_text(answer))}]
+        state["history"] = (state["history"] + [
+            {"role": "user", "content": question[:MAX_TURN_CHARS]},
+            {"role": "assistant", "content": answer.text[:MAX_TURN_CHARS]},
+        ])[-2 * HISTORY_TURNS:]
+        state["sources"] = sources_html(answer)
+        yield state["messages"], state, state["sources"], ""
+
+    def clear(self) -> tuple[list, dict, str, str]:
+        state = new_state()
+        return [], state, state["sources"], ""
+
+    # -- index page and uploads -----------------------------------------------------------------------
+    def index_page(self) -> str:
+        if self.index is not None:
+            head = "Chỉ mục đang dùng để trả lời" if self.backend.kind == "local" else "Bản sao chỉ mục trên máy này"
+            page = index_html(self.index, head)
+        else:
+            page = note_html("Không có chỉ mục trên máy này.")
+        if self.backend.kind != "local":
+            page = note_html(f"Câu trả lời đến từ {self.backend.label}; chỉ mục của nó nằm trên máy chủ đó.") + page
+        return page
+
+    def work_dirs(self) -> tuple[Path, Path]:
+        return self.work_dir / "uploads", self.work_dir / "index"
+
+    def _work_settings(self) -> Settings:
+        return self.settings.with_(index_dir=self.work_dirs()[1], chroma_url=None)
+
+    def work_index(self):
+        from ..index import Index
+
+        with self._lock:
+            if self._work_index is None and (self.work_dirs()[1] / "manifest.json").exists():
+                self._work_index = Index.open(self._work_settings())
+            return self._work_index
+
+    def work_index_page(self) -> str:
+        try:
+            index = self.work_index()
+        except RagError as err:
+            return error_html(str(err))
+        if index is None:
+            return note_html("Chỉ mục làm việc còn trống: tải tệp lên để thử hỏi đáp trên tài liệu mới "
+                             "mà không đụng tới chỉ mục chính.")
+        return index_html(index, "Chỉ mục làm việc (tệp tải lên)")
+
+    def embedder(self):
+        if self._embedder is None:
+            from ..embed import Embedder
+
+            self._embedder = Embedder.load(self.settings)
+        return self._embedder
+
+    def _open_work_backend(self):
+        from .backends import LocalBackend
+        from ..index import Index
+        from ..pipeline import Pipeline
+
+        if not (self.work_dirs()[1] / "manifest.json").exists():
+            raise InputError("Chỉ mục làm việc còn trống: hãy tải tệp lên ở thẻ «Chỉ mục» trước. / "
+                             "The working index is empty: upload a file in the «Chỉ mục» tab first.")
+        ws = self._work_settings()
+        emb = self.embedder()
+        main = getattr(self.backend, "pipeline", None)
+        pipe = Pipeline(ws, Index.open(ws, emb.spec), emb, generator=getattr(main, "generator", None),
+                        reranker=getattr(getattr(main, "retriever", None), "reranker", None))
+        backend = LocalBackend(pipe)
+        backend.label = WORK_CHOICE
+        return backend
+
+    def upload(self, files, progress: Callable[[float, str], None] | None = None) -> Iterator[tuple[str, str]]:
+        """Ingest uploaded files into the working index, one at a time; yields (progress log, working index page)."""
+        from ..ingest import ingest
+        from ..load import SUPPORTED
+
+        paths = [Path(getattr(f, "name", f)) for f in (files or [])]
+        if not paths:
+            yield "Chưa chọn tệp nào.", self.work_index_page()
+            return
+        uploads, index_dir = self.work_dirs()
+        uploads.mkdir(parents=True, exist_ok=True)
+        limit = self.settings.max_file_mb
+        lines: list[str] = []
+        accepted: list[Path] = []
+        for p in paths:
+            name = _safe_name(p.name)
+            if p.suffix.lower() not in SUPPORTED:
+                lines.append(f"✗ {name}: loại tệp không được hỗ trợ (chỉ nhận {', '.join(sorted(SUPPORTED))}).")
+                continue
+            size_mb = p.stat().st_size / (1024 * 1024) if p.exists() else 0.0
+            if size_mb > limit:
+                lines.append(f"✗ {name}: {size_mb:.1f} MB, vượt giới hạn {limit:g} MB mỗi tệp (RAG_MAX_FILE_MB).")
+                continue
+            dest = uploads / name
+            shutil.copyfile(p, dest)
+            accepted.append(dest)
+        work_settings = self._work_settings()
+        for i, dest in enumerate(accepted, 1):
+            step = f"({i}/{len(accepted)}) {dest.name}"
+            if progress is not None:
+                progress((i - 1) / len(accepted), f"Đang nạp {step}")
+            yield "\n".join(lines + [f"… đang đọc, chia đoạn và nhúng {step}"]), self.work_index_page()
+            try:
+                report = ingest([dest], work_settings, directory=index_dir, embedder=self.embedder(), progress=False)
+            except RagError as err:
+                lines.append(f"✗ {step}: {err}")
+                continue
+            for f in report.files:
+                if f.status in ("failed", "skipped"):
+                    lines.append(f"✗ {step}: {f.reason}")
+                else:
+                    verbs = {"added": "đã thêm", "updated": "đã cập nhật", "unchanged": "không đổi"}
+                    verb = verbs.get(f.status, f.status)
+                    lines.append(f"✓ {step}: {verb} — {f.pages} trang, {f.chunks} đoạn.")
+            with self._lock:  # the next question and the page see the new index
+                self._work_index = None
+                self._work_backend = None
+        if progress is not None:
+            progress(1.0, "Xong")
+        if accepted:
+            lines.append(f"Xong. Chọn «{WORK_CHOICE}» trong «Tùy chọn» của thẻ Hỏi đáp để hỏi trên các tệp này.")
+        yield "\n".join(lines), self.work_index_page()
+
+
+def user_message(err: BaseException) -> str:
+    """Plain words for any failure; unexpected ones are logged here and shown without internals."""
+    from ..serving import public_message
+
+    if isinstance(err, RagError):
+        return str(err)
+    log.exception("the chat failed to answer", exc_info=err)
+    return public_message(err)
