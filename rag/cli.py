@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="evaluate retrieval and answers on a dataset with gold citations")
     sp.add_argument("dataset", nargs="?", metavar="DATASET.jsonl",
                     help='one JSON object a line: {"question", "citations": [{"document", "article", "clause"}], '
-                         '"answer", "expected": "answer"|"refuse"} (see README, "Evaluation")')
+                         '"answer", "expected": "answer"|"refuse"} (see docs/evaluation.md)')
     index_arg(sp)
     sp.add_argument("--retrieval-only", action="store_true", dest="retrieval_only",
                     help="rank metrics, refusal by the relevance gate and latency only; no answers, no LLM")

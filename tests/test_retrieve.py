@@ -24,7 +24,7 @@ def test_hybrid_retrieval_finds_the_gold_article(demo_pipeline):
         got = [(h.chunk.document, h.chunk.article) for h in res.hits]
         at1 += got[0] in gold
         at5 += any(g in gold for g in got)
-    # Measured on this corpus: see README "Retrieval quality". Bounds leave room, but not for a broken retriever.
+    # Measured on this corpus: see docs/evaluation.md, "Retrieval quality". Bounds leave room, but not for a broken retriever.
     assert at5 / len(rows) >= 0.8, (at1, at5, len(rows))
     assert at1 / len(rows) >= 0.6, (at1, at5, len(rows))
 

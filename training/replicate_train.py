@@ -68,7 +68,7 @@ def _plain(value: Any) -> Any:
 
 def train(
     train_data: Path = Input(description="JSONL dataset: Alpaca {instruction, input, output}, chat {messages} "
-                                         "or QA {question, answer} rows (see the README, section Fine-tuning)"),
+                                         "or QA {question, answer} rows (see docs/fine-tuning.md)"),
     base_model: Optional[str] = Input(description="Base model (Hugging Face id). Default: this model's RAG_LLM, "
                                                   "which is also the base the trained version serves with",
                                       default=None),

@@ -24,7 +24,7 @@ _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
 
 
 def replicate_input(req: AskRequest) -> dict[str, Any]:
-    """The Cog model's inputs (``predict.py``, README, "Deploying on Replicate"): ``history`` travels as a JSON string."""
+    """The Cog model's inputs (``predict.py``, docs/deploy-replicate.md): ``history`` travels as a JSON string."""
     data: dict[str, Any] = {
         "question": req.question,
         "top_k": req.top_k,
