@@ -2,29 +2,35 @@
 
 ``setup()`` reads the settings from the environment (``Settings.from_env``),
 resolves the trained adapter passed as ``weights`` (COG_WEIGHTS: a tarball URL
-or path) and RAG_INDEX_URL with ``rag.weights.resolve_deployment``, loads
-everything once with ``Pipeline.from_settings`` and warms up. A request's
-``lora_weights`` (a tarball URL) is downloaded once into the same cache and
-served by ``rag.generate`` next to the model's own adapter.
-``run()`` maps Cog inputs onto the fields of ``rag.request.AskRequest`` — which
-validates them with the same limits and messages as the CLI and the RunPod
-worker, so a bad input is rejected the same way whether or not Cog's server has
-an OpenAPI schema to check it against first — and streams the pipeline's events.
+or path) and RAG_INDEX_URL with ``rag.weights.resolve_deployment``, opens the index
+(the one `cog build` baked at RAG_INDEX_DIR, see cog.yaml), loads the model once with
+``Pipeline.from_settings`` and warms up. A request's ``lora_weights`` (a tarball
+URL) is downloaded once into the same cache and served by ``rag.generate`` next to
+the model's own adapter.
 
-Two runners, because cog 0.23's server (coglet) cannot do all three of live
-streaming, concurrency and cancellation with one kind of ``run``:
+``run()`` takes Replicate's LLM input names (``prompt``, ``system_prompt``,
+``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop_sequences``, ``seed``)
+plus ``num_passages``, ``history``, ``output_format`` and ``lora_weights``, and maps
+them onto ``rag.request.AskRequest`` with ``rag.request.from_inputs`` — the one
+validator, with the same limits and messages as the CLI and the RunPod worker.
 
-* ``Runner`` (cog.yaml's default): a sync generator. Tokens reach the client as
-  they are generated (SSE, ``replicate.stream``); cancellation interrupts
-  generation; one prediction at a time per container (Replicate scales out).
-* ``ConcurrentRunner``: ``async def run``, up to ``COG_MAX_CONCURRENCY``
-  predictions at once (``concurrency.max`` in cog.yaml); cancellation arrives as
-  ``asyncio.CancelledError``. coglet 0.23 collects an async generator's output
-  before sending it, so its answers arrive whole — fine for extractive answers.
+The inputs are written once, as inline literal ``Input(...)`` calls: `cog build`
+reads this file statically (a tree-sitter parser, nothing imported) and keeps only
+literal defaults, bounds and descriptions (tests/test_cog_static.py applies its
+rules). Their bounds are the defaults of ``rag.config.Settings`` and
+``AskRequest``; a test checks that they are equal, and every request is validated
+again with the deployment's own settings.
 
-Output (``output_format``): ``text`` streams the answer and ends with the
-"Nguồn:" block; ``json`` yields one JSON document (``rag.render.answer_json``:
-answer, citations, usage, timings, retrieved passages). Metrics per prediction:
+One runner, a sync generator (cog.yaml's ``predict``): cog 0.23's server (coglet)
+streams tokens as they are generated only from a sync generator — it collects an
+async generator's output before sending it — and cancellation interrupts the
+generating thread. Replicate scales out by adding containers, one prediction each.
+An async runner for concurrency would need a second ``run`` signature (the static
+parser reads one method of one class), so there is none.
+
+Output (``output_format``): ``text`` streams the answer and ends with the "Nguồn:"
+block; ``json`` yields one JSON document (``rag.render.answer_json``: answer,
+citations, usage, timings, retrieved passages). Metrics per prediction:
 ``retrieval_ms``, ``time_to_first_token_ms``, ``input_token_count`` and
 ``output_token_count`` (the token counts only when an LLM answered).
 
@@ -39,38 +45,11 @@ import sys
 import traceback
 from typing import Optional
 
-from cog import AsyncConcatenateIterator, BaseRunner, ConcatenateIterator, Input, Secret, streaming
+from cog import BaseRunner, ConcatenateIterator, Input, Secret, streaming
 
 from rag.config import Settings
-from rag.errors import ConfigError, InputError, RagError
-from rag.request import DEFAULT_MAX_NEW_TOKENS, MAX_STOPS, MAX_SYSTEM_PROMPT_CHARS, AskRequest
-
-# Static bounds for the OpenAPI schema (Replicate's form and its API-side validation): the
-# defaults of rag's Settings and AskRequest. Every request is validated again by AskRequest
-# with the deployment's own settings, so a changed RAG_MAX_* limit is still enforced exactly.
-_S = Settings()
-_R = AskRequest(question="?")
-QUESTION = Input(description="The student's question, in Vietnamese.", max_length=_S.max_question_chars)
-TOP_K = Input(description=f"Passages retrieved; empty = the deployment's RAG_TOP_K (default {_S.top_k}).",
-              default=None, ge=1, le=_S.max_top_k)
-MAX_NEW_TOKENS = Input(description="Most tokens the LLM may generate.", default=DEFAULT_MAX_NEW_TOKENS, ge=1,
-                       le=_S.max_new_tokens_limit)
-TEMPERATURE = Input(description="0 = greedy (deterministic).", default=_R.temperature, ge=0.0, le=2.0)
-TOP_P = Input(description="Nucleus sampling; 1 = off.", default=_R.top_p, ge=0.0, le=1.0)
-STOP_SEQUENCES = Input(description=f"Up to {MAX_STOPS} stop sequences, comma-separated (or a JSON array).",
-                       default="")
-SEED = Input(description="Sampling seed; empty = random.", default=None, ge=0, le=2**32 - 1)
-SYSTEM_PROMPT = Input(description="Replaces the default system prompt (empty = default).", default="",
-                      max_length=MAX_SYSTEM_PROMPT_CHARS)
-HISTORY = Input(description='Earlier turns as JSON: [{"role": "user", "content": "..."}, '
-                '{"role": "assistant", "content": "..."}].', default="")
-LORA_WEIGHTS = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) for this "
-                     "request, trained on this model's base; downloaded once and cached, and kept loaded next to "
-                     "the model's own adapter (up to RAG_MAX_ADAPTERS of them).", default=None)
-HF_TOKEN = Input(description="Bearer token for a private lora_weights URL.", default=None)
-OUTPUT_FORMAT = Input(description="text: the answer, then its sources; json: one JSON document with "
-                      "structured citations.", default="text", choices=["text", "json"])
-
+from rag.errors import InputError, RagError
+from rag.request import AskRequest, from_inputs
 
 class RunnerError(Exception):
     """A failed setup or prediction as the caller sees it: ``code: message``."""
@@ -101,20 +80,21 @@ class Runner(BaseRunner):
             raise RunnerError(f"{e.code}: {e}") from None
 
     @streaming
-    def run(
+    def run(  # each Input(...) is one literal call, as `cog build` needs (see the module docstring)
         self,
-        question: str = QUESTION,
-        top_k: Optional[int] = TOP_K,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        temperature: float = TEMPERATURE,
-        top_p: float = TOP_P,
-        stop_sequences: str = STOP_SEQUENCES,
-        seed: Optional[int] = SEED,
-        system_prompt: str = SYSTEM_PROMPT,
-        history: str = HISTORY,
-        lora_weights: Optional[str] = LORA_WEIGHTS,
-        hf_token: Optional[Secret] = HF_TOKEN,
-        output_format: str = OUTPUT_FORMAT,
+        prompt: str = Input(description="The student's question, in Vietnamese.", max_length=2000),
+        system_prompt: str = Input(description="Replaces the default system prompt; empty: the default.", default="", max_length=8000),
+        max_tokens: int = Input(description="Most tokens the LLM may generate.", default=512, ge=1, le=2048),
+        temperature: float = Input(description="Sampling temperature; 0 = greedy (deterministic).", default=0.0, ge=0.0, le=2.0),
+        top_p: float = Input(description="Nucleus sampling: the probability mass kept; 1 = off.", default=1.0, ge=0.0, le=1.0),
+        top_k: int = Input(description="Sampling: keep only the k most likely tokens; 0 = off.", default=0, ge=0, le=1000),
+        stop_sequences: str = Input(description="Up to 4 stop sequences, comma-separated (or a JSON array).", default=""),
+        seed: Optional[int] = Input(description="Sampling seed; empty = random.", default=None, ge=0, le=4294967295),
+        num_passages: Optional[int] = Input(description="Passages retrieved from the regulations; empty = the deployment's RAG_TOP_K.", default=None, ge=1, le=20),
+        history: str = Input(description='Earlier turns as a JSON array of {"role": "user" or "assistant", "content": "..."}.', default=""),
+        output_format: str = Input(description="text: the answer, then its sources; json: one JSON document with structured citations.", default="text", choices=["text", "json"]),
+        lora_weights: Optional[str] = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) trained on this model's base, for this request; downloaded once and cached. Needs an LLM.", default=None),
+        hf_token: Optional[Secret] = Input(description="Bearer token for a private lora_weights URL.", default=None),
     ) -> ConcatenateIterator[str]:
         from rag.streaming import stream_in_thread
 
@@ -126,10 +106,22 @@ class Runner(BaseRunner):
     # -- translation only: inputs → AskRequest, events → output chunks and metrics ----------------
     def _request(self, inputs: dict) -> tuple[AskRequest, Optional[str]]:
         """The validated request, and the local directory of its ``lora_weights`` adapter (or None)."""
-        request = AskRequest.from_dict(_request_dict(inputs), self.pipeline.settings)
+        names = ("prompt", "system_prompt", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
+                 "num_passages", "history")
+        fields = {k: inputs[k] for k in names}
+        fields.update(system_prompt=inputs["system_prompt"] or None, stop_sequences=_stops(inputs["stop_sequences"]),
+                      history=_history(inputs["history"]))
+        request = from_inputs(fields, self.pipeline.settings)
         if inputs["output_format"] not in ("text", "json"):
             raise InputError(f"'output_format' is {inputs['output_format']!r}; use 'text' or 'json'.")
-        adapter = self._adapter_dir(inputs["lora_weights"], inputs["hf_token"]) if inputs["lora_weights"] else None
+        adapter = None
+        if inputs["lora_weights"]:
+            from rag.weights import request_adapter
+
+            token = inputs["hf_token"]
+            adapter = request_adapter(inputs["lora_weights"], has_llm=self.pipeline.generator is not None,
+                                      cache=self.cache,
+                                      token=token.get_secret_value() if isinstance(token, Secret) else token)
         return request, adapter
 
     def _chunks(self, event, output_format: str) -> list[str]:
@@ -146,18 +138,6 @@ class Runner(BaseRunner):
             return [block] if block else []
         return []
 
-    def _adapter_dir(self, url, token) -> str:
-        """Download (once) and unpack a ``lora_weights`` tarball; rag.generate checks and activates it."""
-        from rag.weights import is_url, resolve_adapter
-
-        if not isinstance(url, str) or not is_url(url.strip()):
-            raise InputError("'lora_weights' must be an http(s) URL of an adapter tarball (.tar or .tar.gz).")
-        secret = token.get_secret_value() if isinstance(token, Secret) else token
-        adapter = resolve_adapter(url, what="lora_weights", cache=self.cache, token=secret, error=InputError)
-        if self.pipeline.generator is None:
-            raise ConfigError("lora_weights needs an LLM, but this model answers extractively: set RAG_LLM.")
-        return adapter
-
     def _record_metrics(self, answer) -> None:
         t, u = answer.timings, answer.usage
         if "retrieve_ms" in t:
@@ -169,37 +149,6 @@ class Runner(BaseRunner):
             self.record_metric("input_token_count", int(u["prompt_tokens"]))
         if "completion_tokens" in u:
             self.record_metric("output_token_count", int(u["completion_tokens"]))
-
-
-class ConcurrentRunner(Runner):
-    """Up to COG_MAX_CONCURRENCY predictions at once (cog.yaml ``concurrency.max``); answers arrive whole."""
-
-    @streaming
-    async def run(
-        self,
-        question: str = QUESTION,
-        top_k: Optional[int] = TOP_K,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        temperature: float = TEMPERATURE,
-        top_p: float = TOP_P,
-        stop_sequences: str = STOP_SEQUENCES,
-        seed: Optional[int] = SEED,
-        system_prompt: str = SYSTEM_PROMPT,
-        history: str = HISTORY,
-        lora_weights: Optional[str] = LORA_WEIGHTS,
-        hf_token: Optional[Secret] = HF_TOKEN,
-        output_format: str = OUTPUT_FORMAT,
-    ) -> AsyncConcatenateIterator[str]:
-        import asyncio
-
-        from rag.streaming import astream
-
-        with _errors():
-            # off the event loop: a lora_weights URL may be downloading while other predictions stream
-            request, adapter = await asyncio.to_thread(self._request, locals())
-            async for event in astream(self.pipeline, request, adapter=adapter):
-                for chunk in self._chunks(event, output_format):
-                    yield chunk
 
 
 class _errors:
@@ -218,17 +167,6 @@ class _errors:
         if not isinstance(e, RagError):
             traceback.print_exception(kind, e, tb, file=sys.stderr)
         raise RunnerError(public_message(e)) from None
-
-
-def _request_dict(inputs: dict) -> dict:
-    """Cog inputs → AskRequest fields. Without an OpenAPI schema Cog passes raw JSON values through,
-    so anything may arrive here; AskRequest.from_dict is the one validator."""
-    return {
-        "question": inputs["question"], "top_k": inputs["top_k"], "max_new_tokens": inputs["max_new_tokens"],
-        "temperature": inputs["temperature"], "top_p": inputs["top_p"], "stop": _stops(inputs["stop_sequences"]),
-        "seed": inputs["seed"], "system_prompt": inputs["system_prompt"] or None,
-        "history": _history(inputs["history"]),
-    }
 
 
 def _stops(value):

@@ -208,6 +208,15 @@ def cmd_ui(args) -> int:
                  runpod=args.runpod, work_dir=args.work_dir)
 
 
+def cmd_serve(args) -> int:
+    from .server import serve
+
+    pipe = _pipeline(args)
+    pipe.warmup()
+    serve(pipe, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Cited answers from Vietnamese university regulations.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -291,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--work-dir", dest="work_dir", metavar="DIR",
                     help="where uploaded files and their working index go (default: ~/.cache/rag/ui-work)")
     sp.set_defaults(func=cmd_ui)
+
+    sp = sub.add_parser("serve", help="OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models, /health)")
+    index_arg(sp)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = all)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.add_argument("--llm", help="base model path or Hugging Face id (default: $RAG_LLM; none = extractive)")
+    sp.add_argument("--adapter", help="LoRA adapter path or id (default: $RAG_ADAPTER)")
+    sp.add_argument("--quantization", choices=["none", "8bit", "4bit"])
+    sp.set_defaults(func=cmd_serve)
     return p
 
 

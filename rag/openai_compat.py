@@ -17,6 +17,15 @@ Sources travel two ways, so both plain and rag-aware clients get them:
   label the answer does not already quote (an extractive answer quotes them
   all, so it gets no block).
 
+``chat_outputs`` turns a pipeline's events into the outputs of one completion and
+``error_response`` an exception into OpenAI's error object with its HTTP status: RunPod's
+``/openai/v1`` route (runpod_worker/handler.py) and ``rag serve`` (rag/server.py) both use
+them, so the two speak the same API.
+
+Accepted and ignored at the values that change nothing: ``n`` = 1, ``logprobs`` = false,
+``user``, ``response_format`` ``{"type": "text"}``, ``stream_options``, the penalties at 0;
+any other field, or another value, is refused with a message naming it.
+
 Deliberately different from OpenAI: ``temperature`` defaults to 0 (greedy, the
 rag default) rather than 1; ``model`` is echoed, not used to pick a model (an
 endpoint serves one); history longer than the request limit keeps the most
@@ -55,7 +64,9 @@ _MAPPED = {
     "top_k": "sampling_top_k",  # vLLM-style extension
     "repetition_penalty": "repetition_penalty",  # vLLM-style extension
 }
-_ACCEPTED = {"model", "messages", "stream", "stream_options", "n", "user", "presence_penalty", "frequency_penalty"}
+# Accepted; those that change nothing at their default are ignored there and refused otherwise (parse_chat).
+_ACCEPTED = {"model", "messages", "stream", "stream_options", "n", "user", "presence_penalty", "frequency_penalty",
+             "logprobs", "response_format"}
 CHAT_FIELDS = tuple(sorted(_ACCEPTED | set(_MAPPED)))
 _SYSTEM_ROLES = ("system", "developer")
 
@@ -91,6 +102,11 @@ def parse_chat(body: Any, settings: Settings) -> ChatRequest:
     for name in ("presence_penalty", "frequency_penalty"):
         if body.get(name) not in (None, 0, 0.0):
             raise InputError(f"'{name}' is not supported: leave it out or set it to 0 (use repetition_penalty).")
+    if body.get("logprobs") not in (None, False):
+        raise InputError("'logprobs' is not supported: leave it out or set it to false.")
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text" or set(fmt) != {"type"}):
+        raise InputError("'response_format' may only be {\"type\": \"text\"}: answers are text with their sources.")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise InputError("'model' must be a string.")
@@ -269,7 +285,51 @@ class ChatFormatter:
         return out
 
 
+async def chat_outputs(chat: ChatRequest, events, model: str):
+    """The outputs of one chat completion, from ``Pipeline.stream`` events (an async iterator): one
+    ``chat.completion`` object, or server-sent-event strings of ``chat.completion.chunk`` objects ending
+    with ``data: [DONE]`` (the role chunk travels with the first text, not as a write of its own)."""
+    from .pipeline import Delta
+
+    fmt = ChatFormatter(model, include_usage=chat.include_usage)
+    head = sse(fmt.role_chunk())
+    async for event in events:
+        if not chat.stream:
+            if not isinstance(event, Delta):
+                yield fmt.completion(event.answer)
+        elif isinstance(event, Delta):
+            yield head + sse(fmt.delta_chunk(event.text))
+            head = ""
+        else:
+            yield head + "".join(sse(c) for c in fmt.final_chunks(event.answer)) + SSE_DONE
+
+
+# HTTP status by error code: the request is wrong (400), cannot be served by this deployment (422),
+# the server is not ready (503); anything else is the server's fault (500).
+_STATUS = {"invalid_input": 400, "bad_config": 422, "adapter_mismatch": 422, "weights_unreachable": 422,
+           "weights_not_tarball": 422, "weights_invalid": 422, "not_found": 404, "unknown_route": 404,
+           "worker_not_ready": 503, "out_of_memory": 503}
+
+
+def error_response(exc: BaseException, status: int | None = None) -> tuple[int, dict]:
+    """(HTTP status, ``{"error": {"message", "type", "param", "code"}}``) for ``exc``, as OpenAI answers.
+
+    The message is ``rag.serving.public_message``'s: no traceback, path or host name. ``param`` is the
+    request field the message names first (``'max_tokens'=0 is out of range`` → ``max_tokens``)."""
+    import re
+
+    from .serving import error_code, public_message
+
+    code = error_code(exc)
+    status = status or _STATUS.get(code, 500)
+    message = public_message(exc)
+    m = re.search(r"(?:^|: )'([A-Za-z_]+)(?=['\[.])", message) if status < 500 else None
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return status, {"error": {"message": message, "type": kind, "param": m.group(1) if m else None, "code": code}}
+
+
 __all__ = [
     "ROUTES", "ROUTE_CHAT", "ROUTE_MODELS", "SSE_DONE", "CHAT_FIELDS", "ChatRequest", "ChatFormatter",
-    "parse_chat", "served_model_name", "models_list", "sources", "citation_block", "sse",
+    "parse_chat", "served_model_name", "models_list", "sources", "citation_block", "sse", "chat_outputs",
+    "error_response",
 ]

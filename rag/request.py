@@ -8,6 +8,7 @@ platform's inputs onto these field names and nothing else.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -106,6 +107,35 @@ class AskRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Replicate's LLM input names, used by the Cog model and the RunPod worker, → AskRequest fields.
+# ``top_k`` is the sampler's (as in every LLM API); the number of passages is ``num_passages``.
+INPUT_NAMES = {
+    "prompt": "question", "system_prompt": "system_prompt", "max_tokens": "max_new_tokens",
+    "temperature": "temperature", "top_p": "top_p", "top_k": "sampling_top_k", "stop_sequences": "stop",
+    "seed": "seed", "num_passages": "top_k", "history": "history",
+}
+
+
+def from_inputs(inputs: Mapping[str, Any], settings: Settings | None = None,
+                names: Mapping[str, str] = INPUT_NAMES) -> AskRequest:
+    """An ``AskRequest`` from inputs named by a platform (``names``: input name → field).
+
+    Wrappers only map names; the values are validated by ``AskRequest`` as everywhere else, and
+    its messages are given back in the caller's names ("'max_tokens'=9999 is out of range…").
+    """
+    if not isinstance(inputs, Mapping):
+        raise InputError(f"the input must be a JSON object, got {type(inputs).__name__}.")
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise InputError(f"unknown input(s): {', '.join(unknown)}. Allowed: {', '.join(names)}.")
+    try:
+        return AskRequest.from_dict({names[k]: v for k, v in inputs.items()}, settings)
+    except InputError as e:
+        back = {field_: name for name, field_ in names.items()}
+        message = re.sub(r"'([a-z_]+)(?=['\[.])", lambda m: "'" + back.get(m.group(1), m.group(1)), str(e))
+        raise InputError(message, code=e.code) from e
 
 
 def validate_history(history: Any) -> list[dict[str, str]]:

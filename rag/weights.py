@@ -276,6 +276,23 @@ def resolve_adapter(ref: str, *, what: str, cache: WeightsCache | None = None, t
     return ref
 
 
+def request_adapter(url: object, *, has_llm: bool, cache: WeightsCache, token: str | None = None) -> str:
+    """A request's ``lora_weights`` URL → its unpacked adapter directory (Cog and RunPod alike).
+
+    Refused before anything is downloaded when the deployment has no LLM to put it on, or when it
+    is not an http(s) URL (a request may not name files on the server). Downloads are cached, and
+    bounded, by ``cache``; ``rag.generate`` checks the adapter fits the base and keeps at most
+    RAG_MAX_ADAPTERS of them loaded.
+    """
+    from .errors import ConfigError, InputError
+
+    if not has_llm:
+        raise ConfigError("lora_weights needs an LLM, but this deployment answers extractively: set RAG_LLM.")
+    if not isinstance(url, str) or not is_url(url.strip()):
+        raise InputError("'lora_weights' must be an http(s) URL of an adapter tarball (.tar or .tar.gz).")
+    return resolve_adapter(url, what="lora_weights", cache=cache, token=token, error=InputError)
+
+
 def resolve_index(ref: str, *, what: str, cache: WeightsCache | None = None, token: str | None = None) -> Path:
     """An index tarball URL (a packed index directory, manifest.json inside) → its unpacked directory."""
     if not is_url(ref):

@@ -8,11 +8,18 @@ nothing.
 
 Job input, one of:
 
-- native: the fields of ``rag.request.AskRequest`` (question, top_k,
-  max_new_tokens, temperature, top_p, stop, seed, system_prompt, history, …)
-  plus ``stream`` (default false). Output: with ``stream`` the text in pieces
-  ``{"text": "..."}``, then always one final object ``{"answer", "refused",
-  "citations", "usage", "timings", …}`` (``Answer.to_dict()``).
+- native: Replicate's LLM input names, as the Cog model takes them (``prompt``,
+  ``system_prompt``, ``max_tokens``, ``temperature``, ``top_p``, ``top_k`` — the
+  sampler's —, ``stop_sequences`` (a list), ``seed``, ``num_passages``, ``history``
+  (a list of turns)), plus ``lora_weights`` (an adapter tarball URL for this job)
+  and ``stream`` (default false). ``rag.request.from_inputs`` maps them onto the one
+  validated request. Output: with ``stream`` the text in pieces ``{"text": "..."}``,
+  then always one final object ``{"answer", "refused", "citations", "usage",
+  "timings", …}`` (``Answer.to_dict()``).
+  Deprecated, for one release: the old names (``question``, ``top_k`` meaning passages,
+  ``max_new_tokens``, ``stop``, and the other ``AskRequest`` fields). A job whose input
+  has ``question`` is read the old way, and its final object carries ``warnings``
+  naming the new inputs.
 - OpenAI, as the platform sends its ``/openai/v1`` routes:
   ``{"openai_route": "/v1/chat/completions" | "/v1/models", "openai_input": {...}}``.
   Output: one ``chat.completion`` object, or server-sent-event strings of
@@ -24,11 +31,17 @@ yielded as the last output (the SDK turns it into a failed job); the handler
 never raises. A fatal CUDA error also sets ``refresh_worker`` so RunPod
 replaces this worker after the job.
 
+Start-up: ``main()`` loads and warms up everything before the SDK takes a job; when that
+fails it prints the cause and exits non-zero, in every mode (serverless, ``--rp_serve_api``,
+``--test_input``), so RunPod marks the worker unhealthy instead of draining the queue into
+errors.
+
 Environment (besides rag's ``RAG_*`` settings): ``RUNPOD_MAX_CONCURRENCY``,
 jobs one worker runs at once (default 1 with an LLM, whose generation
 ``rag.generate`` serialises per model; 4 in extractive mode). ``HF_HOME``
-is the image's baked cache (used offline) when there is one, else
-``/runpod-volume/huggingface`` when a network volume is mounted.
+is the image's baked cache when there is one, else ``/runpod-volume/huggingface`` when a
+network volume is mounted; the image is used offline only when everything the settings
+name (RAG_LLM, RAG_ADAPTER, RAG_EMBED_MODEL) was baked into it.
 
 Out of scope: prompt building, retrieval, citation formatting (all in rag/),
 batching requests into one forward pass (use a vLLM worker for that).
@@ -41,11 +54,12 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from rag.config import Settings
 from rag.errors import ConfigError, InputError
-from rag.request import AskRequest
+from rag.request import AskRequest, from_inputs
 
 log = logging.getLogger("rag.runpod")
 
@@ -83,7 +97,7 @@ def resolve_sources(settings: Settings, volume: str = VOLUME) -> Settings:
 
 
 def parse_job(job: Any, settings: Settings):
-    """Return ("models", None), ("chat", ChatRequest) or ("ask", (AskRequest, stream)); InputError otherwise."""
+    """Return ("models", None), ("chat", ChatRequest) or ("ask", NativeJob); InputError otherwise."""
     from rag.openai_compat import ROUTE_CHAT, ROUTE_MODELS, ROUTES, parse_chat
 
     if not isinstance(job, Mapping):
@@ -104,17 +118,32 @@ def parse_job(job: Any, settings: Settings):
             return "models", None
         assert route == ROUTE_CHAT
         return "chat", parse_chat(data.get("openai_input"), settings)
-    allowed = (*AskRequest.fields_(), "stream")
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise InputError(f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(allowed)}.")
     fields = dict(data)
     stream = fields.pop("stream", False)
     if stream is None:
         stream = False
     if not isinstance(stream, bool):
         raise InputError("'stream' must be true or false.")
-    return "ask", (AskRequest.from_dict(fields, settings), stream)
+    lora = fields.pop("lora_weights", None)
+    if "question" in fields:  # the old names, for one release
+        unknown = sorted(set(fields) - set(AskRequest.fields_()))
+        if unknown:
+            raise InputError(f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(AskRequest.fields_())}, "
+                             "stream, lora_weights (or the new names: prompt, max_tokens, num_passages, …).")
+        return "ask", NativeJob(AskRequest.from_dict(fields, settings), stream, lora, [LEGACY_NOTE])
+    return "ask", NativeJob(from_inputs(fields, settings), stream, lora)
+
+
+LEGACY_NOTE = ("deprecated input names: question → prompt, top_k (passages) → num_passages, max_new_tokens → "
+               "max_tokens, stop → stop_sequences, sampling_top_k → top_k; the old names go in the next release.")
+
+
+@dataclass
+class NativeJob:
+    request: AskRequest
+    stream: bool = False
+    lora_weights: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Worker:
@@ -127,6 +156,7 @@ class Worker:
         self.settings = settings or (pipeline.settings if pipeline is not None else Settings())
         self.max_concurrency = max_concurrency
         self.startup_error = startup_error
+        self._cache = None  # rag.weights.WeightsCache for per-job lora_weights, made on first use
         # The SDK reads "refresh_worker" from this same dict after each job (rp_job.handle_job,
         # rp_scale.JobScaler.handle_job): setting it asks RunPod for a fresh worker.
         self.config: dict[str, Any] = {}
@@ -151,7 +181,8 @@ class Worker:
                 worker.config["refresh_worker"] = True
             return worker
         mode = f"LLM {settings.llm}" if settings.llm else "extractive answers"
-        log.info("ready: %s over %d chunks, up to %d jobs at once", mode, len(pipeline.index), concurrency)
+        log.info("ready: %s; index %s (%d chunks, %s); up to %d jobs at once", mode, pipeline.index.location,
+                 len(pipeline.index), pipeline.settings.embed_model, concurrency)
         # named after the adapter/model as configured, not the cache directory a URL was unpacked into
         return cls(pipeline, max_concurrency=concurrency, settings=settings)
 
@@ -190,8 +221,7 @@ class Worker:
                 async for out in self._chat(payload, cancel):
                     yield out
             else:
-                request, stream = payload
-                async for out in self._ask(request, stream, cancel):
+                async for out in self._ask(payload, cancel):
                     yield out
         except Exception as e:  # noqa: BLE001 - the one error shape
             cause = e.error if isinstance(e, _NotReady) else e
@@ -218,38 +248,42 @@ class Worker:
         return outputs
 
     # -- the two input formats ---------------------------------------------------------------------------
-    def _events(self, request: AskRequest, cancel: threading.Event):
+    def _events(self, request: AskRequest, cancel: threading.Event, adapter: str | None = None):
         """The pipeline's events, off the event loop; text that piles up while a post is in flight is merged."""
         from rag.serving import coalesce
         from rag.streaming import astream
 
-        return coalesce(astream(self.pipeline, request, cancel))
+        return coalesce(astream(self.pipeline, request, cancel, adapter=adapter))
 
-    async def _ask(self, request: AskRequest, stream: bool, cancel: threading.Event):
+    async def _ask(self, job: NativeJob, cancel: threading.Event):
+        import asyncio
+
         from rag.pipeline import Delta
 
-        async for event in self._events(request, cancel):
+        adapter = None
+        if job.lora_weights is not None:
+            from rag.weights import WeightsCache, request_adapter
+
+            if self._cache is None:
+                self._cache = WeightsCache.from_settings(self.pipeline.settings)
+            # off the event loop: other jobs keep streaming while this one's adapter downloads
+            adapter = await asyncio.to_thread(request_adapter, job.lora_weights,
+                                              has_llm=self.pipeline.generator is not None, cache=self._cache)
+        async for event in self._events(job.request, cancel, adapter):
             if isinstance(event, Delta):
-                if stream:
+                if job.stream:
                     yield {"text": event.text}
             else:
-                yield event.answer.to_dict()
+                final = event.answer.to_dict()
+                if job.warnings:
+                    final["warnings"] = job.warnings
+                yield final
 
     async def _chat(self, chat, cancel: threading.Event):
-        from rag.openai_compat import SSE_DONE, ChatFormatter, sse
-        from rag.pipeline import Delta
+        from rag.openai_compat import chat_outputs
 
-        fmt = ChatFormatter(self.model_name, include_usage=chat.include_usage)
-        head = sse(fmt.role_chunk())  # sent with the first text, not as a post of its own
-        async for event in self._events(chat.ask, cancel):
-            if not chat.stream:
-                if not isinstance(event, Delta):
-                    yield fmt.completion(event.answer)
-            elif isinstance(event, Delta):
-                yield head + sse(fmt.delta_chunk(event.text))
-                head = ""
-            else:
-                yield head + "".join(sse(c) for c in fmt.final_chunks(event.answer)) + SSE_DONE
+        async for out in chat_outputs(chat, self._events(chat.ask, cancel), self.model_name):
+            yield out
 
 
 class _NotReady(Exception):
@@ -288,19 +322,46 @@ def runs_local_test(argv: list[str], env: Mapping[str, str]) -> bool:
     return given or not env.get("RUNPOD_WEBHOOK_GET_JOB")
 
 
-def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> None:
-    """Point HF_HOME at the weights baked into the image (offline), else at the network volume.
+BAKED_LIST = "baked.txt"  # the Hugging Face ids runpod_worker/Dockerfile downloaded, one a line
 
-    Weights downloaded onto the volume survive the worker, so the next cold start, on any worker
-    attached to it, skips the download. An HF_HOME set on the endpoint wins over both.
+
+def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> None:
+    """Point HF_HOME at the weights baked into the image, else at the network volume.
+
+    Offline (HF_HUB_OFFLINE=1) only when every Hugging Face id the settings name (RAG_LLM,
+    RAG_ADAPTER, RAG_EMBED_MODEL, RAG_RERANKER) was baked: a partly baked image still downloads
+    what it lacks. Without baked weights, downloads go to the network volume when one is
+    mounted, so they survive the worker. An HF_HOME or HF_HUB_OFFLINE set on the endpoint wins.
     """
-    if env.get("HF_HOME"):
+    from rag.config import DEFAULT_EMBED_MODEL
+
+    listing = os.path.join(baked, BAKED_LIST)
+    if not os.path.exists(listing):
+        if not env.get("HF_HOME") and os.path.isdir(volume) and os.access(volume, os.W_OK):
+            env["HF_HOME"] = os.path.join(volume, "huggingface")
         return
-    if os.path.exists(os.path.join(baked, ".baked")):
-        env["HF_HOME"] = baked
+    with open(listing, encoding="utf-8") as f:
+        have = {line.strip() for line in f if line.strip()}
+    named = [env.get(k, "").strip() for k in ("RAG_LLM", "RAG_ADAPTER", "RAG_EMBED_MODEL", "RAG_RERANKER")]
+    hub_ids = {n for n in named if n and n != DEFAULT_EMBED_MODEL and _is_hub_id(n)}
+    env.setdefault("HF_HOME", baked)
+    if hub_ids <= have:
         env.setdefault("HF_HUB_OFFLINE", "1")
-    elif os.path.isdir(volume) and os.access(volume, os.W_OK):
-        env["HF_HOME"] = os.path.join(volume, "huggingface")
+    else:
+        # what was baked is used; what was not downloads into the image's cache at this cold start
+        log.info("not baked into the image, downloaded at start-up: %s", ", ".join(sorted(hub_ids - have)))
+
+
+def _is_hub_id(name: str) -> bool:
+    return not name.startswith(("/", ".", "~", "http://", "https://")) and name.count("/") == 1
+
+
+def startup_failure(error: BaseException) -> str:
+    """The line a worker prints before it exits: for the endpoint's owner, in the worker's logs."""
+    from rag.errors import RagError
+
+    code = error.code if isinstance(error, RagError) else type(error).__name__
+    return f"the worker could not start: {code}: {error}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     choose_hf_cache(os.environ)  # before anything imports huggingface_hub
     worker = get_worker()
+    if worker.startup_error is not None:
+        # Fail fast, as worker-vllm does: a worker that cannot answer must not take jobs (serverless,
+        # --rp_serve_api and --test_input alike); RunPod sees the exit and does not route to it.
+        print(startup_failure(worker.startup_error), file=sys.stderr, flush=True)
+        sys.exit(1)
     import runpod
 
     runpod.serverless.start(worker.start_config(local_test=runs_local_test(argv, os.environ)))

@@ -9,6 +9,10 @@ defaults, bounds and choices (as ``$ref`` enums, as the Go generator emits them)
 ``Output`` component, and ``x-cog-streaming`` on ``POST /predictions`` when ``run`` is
 decorated with ``@streaming``.
 
+``openapi_schema(ref, static=True)`` takes the ``Input`` component from the static reading
+instead (tests/_cog_static.py: cog's own parser rules, what `cog build` bakes); the Cog
+server tests serve that one, and tests/test_cog_static.py checks the two agree.
+
 Usage: ``python tests/_cog_schema.py predict.py:Runner > .cog/openapi_schema.json``
 """
 
@@ -25,25 +29,31 @@ def _number(x: float):
     return int(x) if float(x).is_integer() else x
 
 
-def openapi_schema(ref: str = "predict.py:Runner", project: Path | None = None) -> dict:
+def openapi_schema(ref: str = "predict.py:Runner", project: Path | None = None, *, static: bool = False,
+                   mode: str = "predict") -> dict:
     from cog import _adt as adt
     from cog._inspector import create_predictor
 
     module_file, cls_name = ref.split(":")
     project = Path(project or Path.cwd()).resolve()
     module_name = Path(module_file).stem
-    sys.path.insert(0, str(project))
+    module_dir = str((project / module_file).parent)
+    sys.path.insert(0, module_dir)
     try:
         info = create_predictor(module_name, cls_name)
         source = inspect.getsource(getattr(importlib.import_module(module_name), cls_name))
     finally:
-        sys.path.remove(str(project))
+        sys.path.remove(module_dir)
 
     components: dict = {}
     properties: dict = {}
     required: list[str] = []
     for name, field in sorted(info.inputs.items(), key=lambda kv: kv[1].order):
-        prop: dict = {"title": name.replace("_", " ").title(), "x-order": field.order}
+        # as cog's openapi_spec.go: Go's TitleCase ("load_in_4bit" → "Load In 4bit"), no title beside
+        # choices' allOf, and a None default of a nullable input written as null
+        prop: dict = {"x-order": field.order}
+        if field.choices is None:
+            prop["title"] = " ".join(p[:1].upper() + p[1:] for p in name.split("_"))
         if field.choices is not None:
             enum_type = field.type.primitive.json_type()
             components[name] = {"title": name, "description": "An enumeration.", "enum": list(field.choices),
@@ -68,6 +78,8 @@ def openapi_schema(ref: str = "predict.py:Runner", project: Path | None = None) 
         optional = field.type.repetition in (adt.Repetition.OPTIONAL, adt.Repetition.OPTIONAL_REPEATED)
         if optional:
             prop["nullable"] = True
+            if field.default is None:
+                prop["default"] = None
         if field.default is None and not optional:
             required.append(name)
         properties[name] = prop
@@ -75,6 +87,10 @@ def openapi_schema(ref: str = "predict.py:Runner", project: Path | None = None) 
     input_schema: dict = {"type": "object", "title": "Input", "properties": properties}
     if required:
         input_schema["required"] = required
+    if static:
+        from _cog_static import input_schema as static_input_schema, read_entry
+
+        input_schema, components = static_input_schema(read_entry(project / module_file, cls_name, mode))
     post: dict = {"summary": "Predict", "operationId": "predict_predictions_post"}
     if "@streaming" in source or "@cog.streaming" in source:
         post["x-cog-streaming"] = True
@@ -91,12 +107,15 @@ def openapi_schema(ref: str = "predict.py:Runner", project: Path | None = None) 
 
 
 def write_schema(project: Path, ref: str = "predict.py:Runner") -> Path:
+    """The schema `cog build` would bake: its Input component read statically, as cog does."""
     path = Path(project) / ".cog" / "openapi_schema.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(openapi_schema(ref, project), indent=2, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(openapi_schema(ref, project, static=True), indent=2, ensure_ascii=False),
+                    encoding="utf-8")
     return path
 
 
-if __name__ == "__main__":
-    print(json.dumps(openapi_schema(sys.argv[1] if len(sys.argv) > 1 else "predict.py:Runner"), indent=2,
-                     ensure_ascii=False))
+if __name__ == "__main__":  # the schema `cog build` would bake
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    print(json.dumps(openapi_schema(sys.argv[1] if len(sys.argv) > 1 else "predict.py:Runner", static=True),
+                     indent=2, ensure_ascii=False))

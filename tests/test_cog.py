@@ -1,16 +1,15 @@
 """The Cog model (cog.yaml + predict.py) tested through the real Cog HTTP server.
 
-Five servers (``python -m cog.server.http``, coglet 0.23) start in parallel, once per module:
+Four servers (``python -m cog.server.http``, coglet 0.23) start in parallel, once per module,
+all running cog.yaml's ``predict.py:Runner``:
 
-* ``plain``: ``ConcurrentRunner`` (async, COG_MAX_CONCURRENCY=4), extractive (no RAG_LLM),
-  the demo index via RAG_INDEX_DIR, no OpenAPI schema — so every input reaches the runner
-  and is validated by rag's AskRequest;
-* ``llm``: the default ``Runner`` (sync, live token streaming) with the tiny random Llama
-  from tests/_models.py and its LoRA adapter passed as COG_WEIGHTS (a tarball URL on a local
-  file server), the demo index built on first boot (RAG_INDEX_DIR unset), and
-  ``.cog/openapi_schema.json`` — so Cog validates against the schema first and SSE is on;
-* ``llm_async``: ``ConcurrentRunner`` with the tiny LLM (COG_MAX_CONCURRENCY=3), for
-  cancellation and concurrency of generations on the async path;
+* ``plain``: extractive (no RAG_LLM), the demo index via RAG_INDEX_DIR, no OpenAPI schema —
+  so every input reaches the runner and is validated by rag's AskRequest;
+* ``llm``: the tiny random Llama from tests/_models.py with its LoRA adapter passed as
+  COG_WEIGHTS (a tarball URL on a local file server), the demo index built on first boot
+  (RAG_INDEX_DIR unset), and ``.cog/openapi_schema.json`` as `cog build` writes it (read
+  statically, tests/_cog_static.py) — so Cog validates against the schema first and SSE is on;
+* ``llm_base``: the tiny LLM without an adapter, for per-request ``lora_weights``;
 * ``bad_adapter`` and ``bad_index``: setups that must fail (a missing RAG_ADAPTER; an index
   whose manifest names another embedding model).
 
@@ -24,8 +23,6 @@ import json
 import math
 import shutil
 import tarfile
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -110,19 +107,17 @@ def cog_servers(tmp_path_factory, demo_index_dir, tiny_chat_model, weights_serve
     tmp = tmp_path_factory.mktemp("cog")
     plain_dir = _project_copy(tmp / "plain", schema=False)
     schema_dir = _project_copy(tmp / "with_schema", schema=True)
-    concurrent = "predict.py:ConcurrentRunner"
     servers = {
         "plain": CogServer("plain", plain_dir, {
-            "RAG_INDEX_DIR": demo_index_dir, "COG_MAX_CONCURRENCY": 4, "XDG_CACHE_HOME": tmp / "plain-cache",
-        }, tmp / "plain.log", ref=concurrent),
+            "RAG_INDEX_DIR": demo_index_dir, "XDG_CACHE_HOME": tmp / "plain-cache",
+        }, tmp / "plain.log"),
         "llm": CogServer("llm", schema_dir, {
             "RAG_LLM": tiny_chat_model, "COG_WEIGHTS": weights_server.url("adapter.tar.gz"),
             "XDG_CACHE_HOME": tmp / "llm-cache",
         }, tmp / "llm.log"),
-        "llm_async": CogServer("llm_async", plain_dir, {
-            "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "COG_MAX_CONCURRENCY": 3,
-            "XDG_CACHE_HOME": tmp / "llm-async-cache",
-        }, tmp / "llm_async.log", ref=concurrent),
+        "llm_base": CogServer("llm_base", plain_dir, {
+            "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "XDG_CACHE_HOME": tmp / "llm-base-cache",
+        }, tmp / "llm_base.log"),
         "bad_adapter": CogServer("bad_adapter", plain_dir, {
             "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "RAG_ADAPTER": "/nonexistent/adapter",
             "XDG_CACHE_HOME": tmp / "bad-adapter-cache",
@@ -151,9 +146,9 @@ def llm(cog_servers) -> CogServer:
 
 
 @pytest.fixture(scope="module")
-def llm_async(cog_servers) -> CogServer:
-    cog_servers["llm_async"].wait()
-    return cog_servers["llm_async"]
+def llm_base(cog_servers) -> CogServer:
+    cog_servers["llm_base"].wait()
+    return cog_servers["llm_base"]
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +196,7 @@ def test_missing_adapter_fails_setup_with_the_reason_in_the_logs(cog_servers):
     logs = body["setup"]["logs"]
     assert "RAG_ADAPTER='/nonexistent/adapter': no such file or directory" in logs
     assert "adapter_not_found: " in logs
-    assert server.predict({"question": QUESTION}).status_code != 200  # never serves
+    assert server.predict({"prompt": QUESTION}).status_code != 200  # never serves
 
 
 @slow
@@ -216,7 +211,7 @@ def test_index_built_with_another_embedding_model_fails_setup(cog_servers):
 # ------------------------------------------------------------------------------------- answers
 @slow
 def test_json_answer_cites_exactly_the_retrieved_passages(plain, demo_pipeline):
-    body = _ok(plain.predict({"question": QUESTION, "top_k": 4, "output_format": "json"}))
+    body = _ok(plain.predict({"prompt": QUESTION, "num_passages": 4, "output_format": "json"}))
     answer = json.loads(_text(body))
     expected = demo_pipeline.search(QUESTION, 4)
     assert [(p["rank"], p["id"]) for p in answer["passages"]] == [(h.rank, h.chunk.id) for h in expected.hits]
@@ -233,7 +228,7 @@ def test_json_answer_cites_exactly_the_retrieved_passages(plain, demo_pipeline):
 
 @slow
 def test_text_answer_ends_with_the_sources_of_its_citations(plain, demo_pipeline):
-    body = _ok(plain.predict({"question": QUESTION}))
+    body = _ok(plain.predict({"prompt": QUESTION}))
     reference = demo_pipeline.answer({"question": QUESTION})
     answer_text, sources = body["output"][0], body["output"][-1]
     assert answer_text == reference.text
@@ -244,15 +239,15 @@ def test_text_answer_ends_with_the_sources_of_its_citations(plain, demo_pipeline
 
 @slow
 def test_off_topic_question_is_refused_without_sources(plain):
-    body = _ok(plain.predict({"question": OFF_TOPIC}))
+    body = _ok(plain.predict({"prompt": OFF_TOPIC}))
     assert _text(body) == REFUSAL
-    answer = json.loads(_text(_ok(plain.predict({"question": OFF_TOPIC, "output_format": "json"}))))
+    answer = json.loads(_text(_ok(plain.predict({"prompt": OFF_TOPIC, "output_format": "json"}))))
     assert answer["refused"] is True and answer["citations"] == []
 
 
 @slow
 def test_llm_answer_json_has_usage_citations_and_metrics(llm, llm_index, demo_pipeline):
-    body = _ok(llm.predict({"question": QUESTION, "max_new_tokens": 48, "output_format": "json"}))
+    body = _ok(llm.predict({"prompt": QUESTION, "max_tokens": 48, "output_format": "json"}))
     answer = json.loads(_text(body))
     assert answer["mode"] == "llm"
     assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["prompt_tokens"] > 0
@@ -267,7 +262,7 @@ def test_llm_answer_json_has_usage_citations_and_metrics(llm, llm_index, demo_pi
 
 @slow
 def test_sse_streams_the_answer_token_by_token_then_its_sources(llm):
-    inputs = {"question": QUESTIONS[2], "max_new_tokens": 48}  # its best passage fits the tiny model's context
+    inputs = {"prompt": QUESTIONS[2], "max_tokens": 48}  # its best passage fits the tiny model's context
     reference = json.loads(_text(_ok(llm.predict({**inputs, "output_format": "json"}))))  # greedy: same answer
     r, events = llm.stream(inputs)
     with r:
@@ -300,7 +295,7 @@ def _sources_block(answer: dict) -> str:
 @slow
 def test_cancel_a_running_prediction(llm):
     """The default Runner: Cog injects CancelationException into the generating thread."""
-    inputs = {"question": QUESTION, "max_new_tokens": 650}
+    inputs = {"prompt": QUESTION, "max_tokens": 650}
     full = _ok(llm.predict(inputs))["metrics"]["predict_time"]  # how long it runs uncancelled
     pid = f"cancel-{uuid.uuid4().hex[:12]}"
     r, events = llm.stream(inputs, prediction_id=pid, timeout=120)
@@ -320,67 +315,9 @@ def test_cancel_a_running_prediction(llm):
 def _assert_generation_stopped(server: CogServer, full: float) -> None:
     """One generation at a time per model: had the cancelled one gone on in the background, this
     short request would wait for it to finish (most of ``full`` seconds)."""
-    after = _ok(server.predict({"question": QUESTION, "max_new_tokens": 8, "output_format": "json"}, timeout=60))
+    after = _ok(server.predict({"prompt": QUESTION, "max_tokens": 8, "output_format": "json"}, timeout=60))
     assert json.loads(_text(after))["usage"]["completion_tokens"] <= 8
     assert after["metrics"]["predict_time"] < full / 2, (after["metrics"], full)
-
-
-@slow
-def test_cancel_a_running_prediction_on_the_concurrent_runner(llm_async):
-    inputs = {"question": QUESTION, "max_new_tokens": 650}
-    full = _ok(llm_async.predict(inputs))["metrics"]["predict_time"]  # how long it runs uncancelled
-    pid = f"cancel-async-{uuid.uuid4().hex[:12]}"
-    result: dict = {}
-    put = threading.Thread(target=lambda: result.update(
-        r=requests.put(f"{llm_async.url}/predictions/{pid}", json={"input": inputs}, timeout=120)))
-    t0 = time.monotonic()
-    put.start()
-    while True:  # cancel as soon as the server knows the prediction
-        time.sleep(0.05)
-        if requests.post(f"{llm_async.url}/predictions/{pid}/cancel", timeout=10).status_code == 200:
-            break
-        assert time.monotonic() - t0 < full / 2, "the prediction was never seen running"
-    put.join(timeout=60)
-    body = result["r"].json()
-    assert body["status"] == "canceled", body
-    assert body["metrics"]["predict_time"] < full
-    _assert_generation_stopped(llm_async, full)
-
-
-def _concurrently(server: CogServer, inputs: list[dict]) -> list[requests.Response]:
-    results: list = [None] * len(inputs)
-    barrier = threading.Barrier(len(inputs))
-
-    def go(i):
-        barrier.wait()
-        results[i] = server.predict(inputs[i])
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
-@slow
-def test_concurrent_predictions_each_get_their_own_answer(plain):
-    inputs = [{"question": q, "output_format": "json"} for q in QUESTIONS]
-    alone = [json.loads(_text(_ok(plain.predict(i)))) for i in inputs]
-    together = _concurrently(plain, inputs)
-    # With COG_MAX_CONCURRENCY=1 (or a sync run) three of these would be 409 "At capacity".
-    assert [r.status_code for r in together] == [200] * len(inputs), [r.text for r in together]
-    got = [json.loads(_text(_ok(r))) for r in together]
-    assert [g["answer"] for g in got] == [a["answer"] for a in alone]
-    assert len({g["answer"] for g in got}) == len(QUESTIONS)
-
-
-@slow
-def test_concurrent_llm_predictions_match_their_sequential_runs(llm_async):
-    inputs = [{"question": q, "max_new_tokens": 24, "output_format": "json"} for q in QUESTIONS[:3]]
-    alone = [json.loads(_text(_ok(llm_async.predict(i))))["answer"] for i in inputs]
-    together = [json.loads(_text(_ok(r)))["answer"] for r in _concurrently(llm_async, inputs)]
-    assert together == alone  # greedy decoding: no cross-talk between streams
 
 
 # ---------------------------------------------------------------------------------- bad inputs
@@ -388,30 +325,34 @@ LONG = "a" * 2010  # > RAG_MAX_QUESTION_CHARS (2000)
 
 # (id, input, runner message, schema rejection: (field, message) or None when the schema lets it through)
 BAD_INPUTS = [
-    ("empty_question", {"question": ""}, "invalid_input: 'question' is empty", None),
-    ("blank_question", {"question": "   "}, "invalid_input: 'question' is empty", None),
-    ("missing_question", {}, "invalid_input: missing field 'question'", ("question", "Field required")),
-    ("long_question", {"question": LONG}, "'question' is 2010 characters; the limit is 2000",
-     ("question", "is longer than 2000 characters")),
-    ("top_k_high", {"question": QUESTION, "top_k": 50}, "'top_k'=50 is out of range: allowed 1 to 20",
-     ("top_k", "50 is greater than the maximum of 20")),
-    ("top_k_zero", {"question": QUESTION, "top_k": 0}, "'top_k'=0 is out of range", ("top_k", "less than the minimum")),
-    ("max_new_tokens", {"question": QUESTION, "max_new_tokens": 100000}, "'max_new_tokens'=100000 is out of range",
-     ("max_new_tokens", "greater than the maximum of 2048")),
-    ("temperature_high", {"question": QUESTION, "temperature": 2.5}, "'temperature'=2.5 is out of range",
+    ("empty_prompt", {"prompt": ""}, "invalid_input: 'prompt' is empty", None),
+    ("blank_prompt", {"prompt": "   "}, "invalid_input: 'prompt' is empty", None),
+    ("missing_prompt", {}, "invalid_input: missing field 'prompt'", ("prompt", "Field required")),
+    ("long_prompt", {"prompt": LONG}, "'prompt' is 2010 characters; the limit is 2000",
+     ("prompt", "is longer than 2000 characters")),
+    ("num_passages_high", {"prompt": QUESTION, "num_passages": 50}, "'num_passages'=50 is out of range: allowed 1 to 20",
+     ("num_passages", "50 is greater than the maximum of 20")),
+    ("num_passages_zero", {"prompt": QUESTION, "num_passages": 0}, "'num_passages'=0 is out of range",
+     ("num_passages", "less than the minimum")),
+    ("num_passages_type", {"prompt": QUESTION, "num_passages": "five"}, "'num_passages' must be an integer",
+     ("num_passages", '"five" is not of type "integer"')),
+    ("max_tokens", {"prompt": QUESTION, "max_tokens": 100000}, "'max_tokens'=100000 is out of range",
+     ("max_tokens", "greater than the maximum of 2048")),
+    ("top_k_high", {"prompt": QUESTION, "top_k": 5000}, "'top_k'=5000 is out of range: allowed 0 to 1000",
+     ("top_k", "5000 is greater than the maximum of 1000")),
+    ("temperature_high", {"prompt": QUESTION, "temperature": 2.5}, "'temperature'=2.5 is out of range",
      ("temperature", "greater than the maximum of 2")),
-    ("top_p_zero", {"question": QUESTION, "top_p": 0}, "'top_p' must be in (0, 1]", None),
-    ("temperature_nan", {"question": QUESTION, "temperature": "NaN"}, "'temperature' must be a number",
+    ("top_p_zero", {"prompt": QUESTION, "top_p": 0}, "'top_p' must be in (0, 1]", None),
+    ("temperature_nan", {"prompt": QUESTION, "temperature": "NaN"}, "'temperature' must be a number",
      ("temperature", '"NaN" is not of type "number"')),
-    ("history_malformed", {"question": QUESTION, "history": '[{"role": "user", "content": '},
+    ("history_malformed", {"prompt": QUESTION, "history": '[{"role": "user", "content": '},
      "'history' is not valid JSON", None),
-    ("history_bad_role", {"question": QUESTION, "history": '[{"role": "system", "content": "x"}]'},
+    ("history_bad_role", {"prompt": QUESTION, "history": '[{"role": "system", "content": "x"}]'},
      "'history[0].role' is 'system'; use 'user' or 'assistant'", None),
-    ("five_stops", {"question": QUESTION, "stop_sequences": "a,b,c,d,e"}, "'stop' has 5 sequences; at most 4", None),
-    ("output_format", {"question": QUESTION, "output_format": "xml"}, "'output_format' is 'xml'",
-     ("output_format", "xml")),
-    ("lora_not_url", {"question": QUESTION, "lora_weights": "/etc/passwd"}, "'lora_weights' must be an http(s) URL",
+    ("five_stops", {"prompt": QUESTION, "stop_sequences": "a,b,c,d,e"}, "'stop_sequences' has 5 sequences; at most 4",
      None),
+    ("output_format", {"prompt": QUESTION, "output_format": "xml"}, "'output_format' is 'xml'",
+     ("output_format", "xml")),
 ]
 LORA_CASES = [  # the URL is filled in from the local file server
     ("lora_unreachable", "closed-port", "weights_unreachable: lora_weights: cannot download"),
@@ -458,15 +399,43 @@ def test_bad_input_is_rejected_with_a_message(case, server_name, cog_servers):
 
 
 @slow
-@pytest.mark.parametrize("server_name", ["plain", "llm"])
+@pytest.mark.parametrize("server_name", ["llm", "llm_base"])
 @pytest.mark.parametrize("case", LORA_CASES, ids=[c[0] for c in LORA_CASES])
 def test_bad_lora_weights_url_is_rejected(case, server_name, cog_servers, weights_server):
     _id, target, expected = case
     server = cog_servers[server_name]
     server.wait()
     url = _lora_url(weights_server, target)
-    where, message = _rejection(server.predict({"question": QUESTION, "lora_weights": url}))
+    where, message = _rejection(server.predict({"prompt": QUESTION, "lora_weights": url}))
     assert where == "runner" and expected in message and url.split("?")[0] in message, message
+
+
+@slow
+def test_lora_weights_without_an_llm_is_refused_before_any_download(plain, weights_server):
+    url = weights_server.url("lora-b.tar.gz")
+    where, message = _rejection(plain.predict({"prompt": QUESTION, "lora_weights": url}))
+    assert where == "runner" and message.startswith("bad_config: lora_weights needs an LLM"), message
+    assert weights_server.hits.get("/lora-b.tar.gz") is None
+
+
+@slow
+def test_lora_weights_must_be_a_url(llm):
+    where, message = _rejection(llm.predict({"prompt": QUESTION, "lora_weights": "/etc/passwd"}))
+    assert where == "runner" and "'lora_weights' must be an http(s) URL" in message, message
+
+
+@slow
+def test_an_unknown_input_name_is_refused_without_a_schema_and_stripped_with_one(plain, llm):
+    """coglet 0.23 strips inputs the schema does not name ("Stripped unknown input fields") rather than
+    answering 422, so a misspelt optional input is ignored on Replicate; without a schema run() refuses it.
+    The renamed required input cannot slip through: an old client's 'question' has no 'prompt'."""
+    where, message = _rejection(plain.predict({"prompt": QUESTION, "question": QUESTION}))
+    assert where == "runner" and "unexpected keyword argument 'question'" in message, message
+    body = _ok(llm.predict({"prompt": QUESTION, "question": QUESTION, "max_tokens": 4, "output_format": "json"}))
+    assert json.loads(_text(body))["usage"]["completion_tokens"] <= 4
+    assert "Stripped unknown input fields" in llm.tail(200_000)
+    where, message = _rejection(llm.predict({"question": QUESTION}))
+    assert where == "schema" and "prompt: Field required" in message, message
 
 
 @slow
@@ -479,7 +448,7 @@ def test_runner_messages_are_the_same_with_and_without_a_schema(plain, llm):
 
 @slow
 def test_raw_nan_is_not_json_and_is_refused_by_the_server(plain, llm):
-    body = '{"input": {"question": "x", "temperature": NaN}}'
+    body = '{"input": {"prompt": "x", "temperature": NaN}}'
     for server in (plain, llm):
         r = requests.post(f"{server.url}/predictions", data=body, headers={"Content-Type": "application/json"},
                           timeout=30)
@@ -490,20 +459,18 @@ def test_raw_nan_is_not_json_and_is_refused_by_the_server(plain, llm):
 def test_stop_sequences_as_json_array_and_good_history_are_accepted(plain):
     history = json.dumps([{"role": "user", "content": "Cảnh báo học tập là gì?"},
                           {"role": "assistant", "content": "Theo Điều 10 …"}], ensure_ascii=False)
-    body = _ok(plain.predict({"question": "Còn buộc thôi học thì sao?", "history": history,
+    body = _ok(plain.predict({"prompt": "Còn buộc thôi học thì sao?", "history": history,
                               "stop_sequences": '["###", "a,b"]', "output_format": "json"}))
     assert not json.loads(_text(body))["refused"]
 
 
 @slow
-def test_lora_weights_url_is_downloaded_once_and_cached(plain, weights_server):
+def test_lora_weights_url_is_downloaded_once_and_cached(llm_base, weights_server):
     url = weights_server.url("adapter-copy.tar.gz")
-    for _ in range(2):
-        where, message = _rejection(plain.predict({"question": QUESTION, "lora_weights": url}))
-        # Downloaded and verified, then refused: this model has no LLM to put the adapter on.
-        assert where == "runner" and "lora_weights needs an LLM" in message, message
+    answers = {_answer(llm_base, {"prompt": QUESTION, "max_tokens": 8, "lora_weights": url}) for _ in range(2)}
+    assert len(answers) == 1
     assert weights_server.hits["/adapter-copy.tar.gz"] == 1
-    cache = Path(plain.env["XDG_CACHE_HOME"]) / "rag" / "weights"
+    cache = Path(llm_base.env["XDG_CACHE_HOME"]) / "rag" / "weights"
     assert len(list(cache.glob("*/my-adapter/adapter_config.json"))) == 1
 
 
@@ -512,22 +479,22 @@ def _answer(server: CogServer, inputs: dict) -> str:
 
 
 @slow
-def test_lora_weights_url_changes_the_answer_for_that_request_only(llm_async, weights_server):
-    """A base without an adapter (ConcurrentRunner): lora_weights is loaded and used for its request alone."""
-    inputs = {"question": QUESTION, "max_new_tokens": 24}
-    base = _answer(llm_async, inputs)
+def test_lora_weights_url_changes_the_answer_for_that_request_only(llm_base, weights_server):
+    """A base without an adapter: lora_weights is loaded and used for its request alone."""
+    inputs = {"prompt": QUESTION, "max_tokens": 24}
+    base = _answer(llm_base, inputs)
     lora = {**inputs, "lora_weights": weights_server.url("lora-a.tar.gz")}
-    tuned = _answer(llm_async, lora)
+    tuned = _answer(llm_base, lora)
     assert tuned != base
-    assert _answer(llm_async, lora) == tuned  # greedy, same adapter: same answer
-    assert _answer(llm_async, inputs) == base  # no adapter: the base again, nothing left switched on
+    assert _answer(llm_base, lora) == tuned  # greedy, same adapter: same answer
+    assert _answer(llm_base, inputs) == base  # no adapter: the base again, nothing left switched on
     assert weights_server.hits["/lora-a.tar.gz"] == 1
 
 
 @slow
 def test_lora_weights_url_replaces_the_models_own_adapter_for_one_request(llm, weights_server):
     """The sync Runner, whose model already has an adapter (COG_WEIGHTS): another one per request, then back."""
-    inputs = {"question": QUESTION, "max_new_tokens": 24}
+    inputs = {"prompt": QUESTION, "max_tokens": 24}
     own = _answer(llm, inputs)
     other = _answer(llm, {**inputs, "lora_weights": weights_server.url("lora-b.tar.gz")})
     assert other != own
@@ -538,11 +505,11 @@ def test_lora_weights_url_replaces_the_models_own_adapter_for_one_request(llm, w
 @slow
 def test_lora_weights_for_another_base_is_refused_naming_both(llm, weights_server):
     url = weights_server.url("lora-mismatched.tar.gz")
-    where, message = _rejection(llm.predict({"question": QUESTION, "lora_weights": url}))
+    where, message = _rejection(llm.predict({"prompt": QUESTION, "lora_weights": url}))
     assert where == "runner" and message.startswith("adapter_mismatch: "), message
     # both models are named (paths are scrubbed for the client: the setup log has them)
     assert "does not fit the base model: it was trained for base '<path>', but RAG_LLM is '<path>'" in message, message
-    assert _answer(llm, {"question": QUESTION, "max_new_tokens": 4}) is not None  # the model still answers
+    assert _answer(llm, {"prompt": QUESTION, "max_tokens": 4}) is not None  # the model still answers
 
 
 # ------------------------------------------------------------------- the weights cache, no server

@@ -358,8 +358,8 @@ def test_replicate_backend_streams_and_reads_the_sources_block(tmp_path, setting
     assert state["history"][1]["content"] == REPLICATE_TEXT.split("\n\nNguồn:")[0]
     kind, model, inputs, params = client.calls[0]
     assert (kind, model, params) == ("create", "uni/quy-che-bot", {"stream": True})
-    assert inputs == {"question": "Một kỳ em được đăng ký tối đa bao nhiêu tín chỉ?", "top_k": 3,
-                      "max_new_tokens": 512, "temperature": 0.0}
+    assert inputs == {"prompt": "Một kỳ em được đăng ký tối đa bao nhiêu tín chỉ?", "num_passages": 3,
+                      "max_tokens": 512, "temperature": 0.0}
     ask(app, "Còn học kỳ hè?", state)
     follow = client.calls[-2][2]
     assert json.loads(follow["history"])[0]["content"].startswith("Một kỳ em")
@@ -489,7 +489,7 @@ def test_runpod_backend_streams_text_then_the_final_answer(tmp_path, settings_fa
     assert messages[-1]["content"] == FINAL["answer"] + "\n\nNguồn:\n[1] " + label
     assert f"[1] {label}" in sources and "token vào/ra 812/40" in sources and "chế độ LLM" in sources
     run = endpoint.calls[0]
-    assert run == ("run", {"input": {"question": "Điều kiện tốt nghiệp là gì?", "top_k": 5, "max_new_tokens": 200,
+    assert run == ("run", {"input": {"prompt": "Điều kiện tốt nghiệp là gì?", "num_passages": 5, "max_tokens": 200,
                                      "temperature": 0.0, "stream": True}})
     assert ("get", "ep42/stream/job-1") in endpoint.calls
 
@@ -606,8 +606,8 @@ def test_real_replicate_client_over_a_fake_transport(settings_factory):
     good = ReplicateBackend("uni/bot", replicate.Client(api_token="r8_good", transport=httpx.MockTransport(handler)))
     events = list(good.stream(req, threading.Event()))
     assert seen[0].url.path == "/v1/models/uni/bot/predictions"
-    assert json.loads(seen[0].content) == {"input": {"question": "Đăng ký tối đa bao nhiêu tín chỉ?", "top_k": 5,
-                                                     "max_new_tokens": 512, "temperature": 0.0}, "stream": True}
+    assert json.loads(seen[0].content) == {"input": {"prompt": "Đăng ký tối đa bao nhiêu tín chỉ?", "num_passages": 5,
+                                                     "max_tokens": 512, "temperature": 0.0}, "stream": True}
     assert seen[1].url.host == "stream.replicate.com" and isinstance(events[-1], Final)
     assert len([e for e in events if isinstance(e, Delta)]) == len(REPLICATE_TEXT.split("\n"))
 

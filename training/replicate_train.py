@@ -66,35 +66,25 @@ def _plain(value: Any) -> Any:
     return getattr(value, "default", value) if type(value).__name__ == "FieldInfo" else value
 
 
-def train(
-    train_data: Path = Input(description="JSONL dataset: Alpaca {instruction, input, output}, chat {messages} "
-                                         "or QA {question, answer} rows (see docs/fine-tuning.md)"),
-    base_model: Optional[str] = Input(description="Base model (Hugging Face id). Default: this model's RAG_LLM, "
-                                                  "which is also the base the trained version serves with",
-                                      default=None),
-    index: Optional[Path] = Input(description="Index tarball (rag ingest, packed with tar czf) for QA rows "
-                                              "without context; default: RAG_INDEX_DIR of this model",
-                                  default=None),
+def train(  # each Input(...) is one literal call, as `cog build` reads it statically (see predict.py)
+    train_data: Path = Input(description="JSONL dataset: Alpaca {instruction, input, output}, chat {messages} or QA {question, answer} rows (see docs/fine-tuning.md)"),
+    base_model: Optional[str] = Input(description="Base model (Hugging Face id). Default: this model's RAG_LLM, which is also the base the trained version serves with", default=None),
+    index: Optional[Path] = Input(description="Index tarball (rag ingest, packed with tar czf) for QA rows without context; default: RAG_INDEX_DIR of this model", default=None),
     num_train_epochs: float = Input(description="Epochs", default=3.0, ge=0.1, le=20.0),
-    max_steps: int = Input(description="Stop after this many optimizer steps (-1: epochs decide)", default=-1,
-                           ge=-1),
+    max_steps: int = Input(description="Stop after this many optimizer steps (-1: epochs decide)", default=-1, ge=-1),
     learning_rate: float = Input(description="Peak learning rate", default=2e-4, ge=1e-7, le=1e-2),
     lora_r: int = Input(description="LoRA rank", default=16, ge=1, le=256),
     lora_alpha: int = Input(description="LoRA alpha (scale = alpha / r)", default=32, ge=1, le=1024),
     lora_dropout: float = Input(description="LoRA dropout", default=0.05, ge=0.0, le=0.5),
     per_device_train_batch_size: int = Input(description="Examples per forward pass", default=4, ge=1, le=64),
-    gradient_accumulation_steps: int = Input(description="Effective batch = batch × this", default=4, ge=1,
-                                             le=256),
+    gradient_accumulation_steps: int = Input(description="Effective batch = batch × this", default=4, ge=1, le=256),
     max_length: int = Input(description="Tokens per example (prompt + answer)", default=2048, ge=256, le=32768),
-    eval_fraction: float = Input(description="Share held out for evaluation and early stopping", default=0.1,
-                                 ge=0.0, le=0.5),
+    eval_fraction: float = Input(description="Share held out for evaluation and early stopping", default=0.1, ge=0.0, le=0.5),
     load_in_4bit: bool = Input(description="QLoRA: 4-bit NF4 base (off: plain LoRA on a bf16 base)", default=True),
     trust_remote_code: bool = Input(description="Needed for PhoGPT", default=False),
-    system_prompt: Optional[str] = Input(description="System prompt (as RAG_SYSTEM_PROMPT at serving)",
-                                         default=None),
+    system_prompt: Optional[str] = Input(description="System prompt (as RAG_SYSTEM_PROMPT at serving)", default=None),
     seed: int = Input(description="Random seed", default=42),
-    hf_token: Optional[Secret] = Input(description="Hugging Face token for gated/private base models",
-                                       default=None),
+    hf_token: Optional[Secret] = Input(description="Hugging Face token for gated/private base models", default=None),
 ) -> TrainingOutput:
     p = {k: _plain(v) for k, v in locals().items()}
     from rag.errors import ConfigError, RagError

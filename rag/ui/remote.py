@@ -26,9 +26,9 @@ _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
 def replicate_input(req: AskRequest) -> dict[str, Any]:
     """The Cog model's inputs (``predict.py``, docs/deploy-replicate.md): ``history`` travels as a JSON string."""
     data: dict[str, Any] = {
-        "question": req.question,
-        "top_k": req.top_k,
-        "max_new_tokens": req.max_new_tokens,
+        "prompt": req.question,
+        "num_passages": req.top_k,
+        "max_tokens": req.max_new_tokens,
         "temperature": req.temperature,
     }
     if req.history:
@@ -150,9 +150,9 @@ _RUNPOD_FINAL = ("COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED")
 
 def runpod_input(req: AskRequest) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "question": req.question,
-        "top_k": req.top_k,
-        "max_new_tokens": req.max_new_tokens,
+        "prompt": req.question,
+        "num_passages": req.top_k,
+        "max_tokens": req.max_new_tokens,
         "temperature": req.temperature,
         "stream": True,
     }
