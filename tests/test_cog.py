@@ -175,7 +175,9 @@ def test_health_goes_from_starting_to_ready(plain):
     assert "SETUP_FAILED" not in plain.statuses
     assert plain.health_body["setup"]["status"] == "succeeded"
     logs = plain.setup_logs("loaded: ")
-    assert f"loaded: extractive (no RAG_LLM); index {plain.env['RAG_INDEX_DIR']}" in logs
+    assert f"loaded: extractive (no RAG_LLM); index {plain.env['RAG_INDEX_DIR']} (" in logs and " chunks, " in logs
+    # a prebuilt index (cog.yaml: RAG_INDEX_DIR=/src/index) is only opened: nothing is indexed at boot
+    assert not (Path(plain.env["XDG_CACHE_HOME"]) / "rag" / "index").exists()
 
 
 @slow

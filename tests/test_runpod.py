@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -829,6 +830,7 @@ def test_worker_loop_against_a_fake_runpod_queue(processes):
     assert fake.done["bad"] == {"error": "invalid_input: 'prompt' is empty: type a question about the regulations."}
     assert fake.done["oai"]["output"][0]["object"] == "chat.completion"
     assert "Traceback" not in json.dumps(fake.done)
+    assert re.search(r"ready: extractive answers; index \S+ \(\d+ chunks, all-MiniLM-L6-v2\); up to 4 jobs", out), out[-3000:]
 
 
 # ------------------------------------------------------------------ the official OpenAI client
