@@ -165,6 +165,7 @@ def cmd_info(args) -> int:
     manifest = index.manifest.to_dict()
     if not args.files:
         manifest["files"] = sorted(manifest["files"])
+        manifest.pop("checksums", None)  # one line per index file: shown with --files
     manifest["location"] = index.location
     print(json.dumps(manifest, ensure_ascii=False, indent=2))
     return 0

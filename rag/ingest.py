@@ -22,7 +22,7 @@ import numpy as np
 from .config import Settings
 from .embed import Embedder, EmbedSpec
 from .errors import IndexError_, RagError, ReindexRequired
-from .index import Index, index_lock, make_manifest, new_collection_name, write_index
+from .index import INDEX_FORMAT, Index, index_lock, make_manifest, new_collection_name, write_index
 from .types import Chunk
 
 
@@ -167,9 +167,11 @@ def ingest(
                 files_meta[source] = old_files[source]
 
         changed = bool(new_chunks) or any(f.status == "removed" for f in report.files)
+        # An index in an older layout is rewritten in the current one even when nothing changed (no embedding).
+        upgrade = existing is not None and existing.manifest.format != INDEX_FORMAT
         if existing is None and not new_chunks:
             index, changed = None, False  # nothing readable: do not create an empty index
-        elif not changed:
+        elif not changed and not upgrade:
             index = existing
         else:
             index = _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress,

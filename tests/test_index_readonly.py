@@ -1,0 +1,88 @@
+"""Serving from a read-only index: a read-only mount, a Docker layer, a volume; opening writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.index import Index
+
+REPO = Path(__file__).resolve().parents[1]
+QUESTION = "Điểm rèn luyện loại tốt là bao nhiêu điểm?"
+
+
+def _snapshot(root: Path) -> dict:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns,
+                                         hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "")
+    return out
+
+
+def test_opening_an_index_writes_nothing_into_it(demo_index_dir, tmp_path, settings_factory):
+    copy = tmp_path / "index"
+    shutil.copytree(demo_index_dir, copy)
+    before = _snapshot(copy)
+    for _ in range(2):
+        assert len(Index.open(settings_factory(copy))) > 40
+    assert _snapshot(copy) == before
+
+
+def _userns_ok() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || exit 1"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -rm` (user and mount namespaces) for a read-only bind "
+                                             "mount; test_non_root_read_only_copy covers a non-root run")
+def test_serving_from_a_read_only_bind_mount(demo_index_dir, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(demo_index_dir, copy)
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    py = sys.executable
+    script = f"""
+set -e
+mount --bind '{copy}' '{mnt}'
+mount -o remount,ro,bind '{mnt}'
+if touch '{mnt}/probe' 2>/dev/null; then echo "the mount is writable"; exit 99; fi
+'{py}' -m rag.cli search '{QUESTION}' --index '{mnt}' --json --top-k 3
+'{py}' -m rag.cli ask '{QUESTION}' --index '{mnt}' --json
+"""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    search, answer = (json.loads(line) for line in proc.stdout.strip().splitlines())
+    assert search["hits"][0]["citation"]["document"] == "Quy chế công tác sinh viên"
+    assert answer["refused"] is False and answer["citations"]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions (the bind-mount test covers root)")
+def test_non_root_read_only_copy(demo_index_dir, tmp_path, settings_factory):
+    copy = tmp_path / "index"
+    shutil.copytree(demo_index_dir, copy)
+    for p in [copy, *copy.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        assert len(Index.open(settings_factory(copy))) > 40
+    finally:
+        for p in [copy, *copy.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)
