@@ -215,7 +215,7 @@ def test_hub_layout_is_complete():
     assert "docs/deploy-runpod.md" in (hub / "README.md").read_text(encoding="utf-8")
 
 
-def test_hub_files_follow_the_hub_reference_and_use_real_inputs():
+def test_hub_files_follow_the_hub_reference_and_use_real_inputs(tmp_path):
     from rag.config import Settings
     from runpod_worker.handler import parse_job
 
@@ -230,6 +230,11 @@ def test_hub_files_follow_the_hub_reference_and_use_real_inputs():
     assert {k for k in keys if k.startswith("RAG_")} <= settings_vars  # no variable the code does not read
     for preset in config.get("presets", []):
         Settings.from_env({k: str(v) for k, v in preset["defaults"].items()})  # every preset is a valid config
+    # the form's values replace the image's ENV: the default index is the one the image built
+    image_env = Build(REPO / ".runpod" / "Dockerfile", REPO).layout(tmp_path)["env"]
+    form = {e["key"]: e["input"].get("default", "") for e in config["env"]}
+    assert form["RAG_INDEX_DIR"] == image_env["RAG_INDEX_DIR"]
+    assert form["RAG_EMBED_MODEL"] == image_env["RAG_EMBED_MODEL"]  # the embedder the index was built with
     tests = json.loads((REPO / ".runpod" / "tests.json").read_text(encoding="utf-8"))
     assert tests["tests"] and tests["config"]["gpuCount"] >= 1
     for case in tests["tests"] + [json.loads((REPO / "runpod_worker" / "test_input.json").read_text())]:
