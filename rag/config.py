@@ -1,18 +1,27 @@
-"""One settings object, read from the environment at call time and validated in one place.
+"""One settings object: the only reader of rag's environment, validated whenever it is built.
 
 ``Settings.from_env(os.environ)`` is called by the CLI command, the Cog runner's
-``setup()`` and the RunPod worker at start; nothing reads the environment at
-import. Bad values and bad combinations raise ``ConfigError`` naming the
-variable to change.
+``setup()``, the RunPod worker and the training scripts' ``main``; nothing reads the
+environment at import. Each field carries its environment variable, a one-line
+description and its allowed values (``field.metadata``); ``from_env`` parses by that
+metadata and ``docs/settings.md`` is generated from it (``python -m rag.config
+--markdown > docs/settings.md``). Validation runs in ``__post_init__``, so
+``Settings(...)``, ``dataclasses.replace`` and ``with_`` cannot skip it: a bad value or
+combination raises ``ConfigError`` naming the variable to change.
+
+Out of scope: variables that belong to a platform rather than to rag (``COG_*``,
+``RUNPOD_*``, ``HF_HOME``): they are listed in ``PLATFORM_VARIABLES`` for the
+documentation and read where the platform needs them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from .errors import ConfigError
 
@@ -20,156 +29,175 @@ DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"  # the packaged copy (PyPI gt-all-minil
 QUANTIZATIONS = ("none", "8bit", "4bit")
 FUSIONS = ("linear", "rrf")
 OCR_MODES = ("auto", "always", "never")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+GROUPS = {
+    "index": "Index and retrieval",
+    "limits": "Input limits",
+    "ocr": "OCR of scanned PDFs",
+    "generation": "Answers from an LLM",
+    "downloads": "Downloads and secrets",
+    "logging": "Logging",
+}
+
+# Variables of the platforms rag runs on, not of rag: documented here, read where the platform needs them.
+PLATFORM_VARIABLES = (
+    ("XDG_CACHE_HOME", "rag/config.py", "base of the default index and download caches (default `~/.cache`)"),
+    ("RUNPOD_MAX_CONCURRENCY", "runpod_worker/handler.py",
+     "jobs one RunPod worker runs at once, 1–256 (default 1 with an LLM, 4 without)"),
+    ("HF_HOME", "runpod_worker/handler.py, huggingface_hub",
+     "Hugging Face cache; on RunPod the baked weights, else the network volume"),
+    ("RUNPOD_WEBHOOK_GET_JOB", "runpod_worker/handler.py", "set by RunPod: the worker serves jobs instead of a local test"),
+    ("RUNPOD_REALTIME_PORT", "runpod_worker/handler.py", "set by RunPod: the worker serves jobs instead of a local test"),
+    ("COG_WEIGHTS", "predict.py (cog)", "set by Cog/Replicate: the trained adapter tarball's URL, `setup(weights)`"),
+    ("COG_MAX_CONCURRENCY", "predict.py (cog)", "set by Cog from cog.yaml's `concurrency.max`"),
+    ("REPLICATE_API_TOKEN", "rag/ui/remote.py", "`rag ui --replicate`: the Replicate API token"),
+    ("RUNPOD_API_KEY", "rag/ui/remote.py", "`rag ui --runpod`: the RunPod API key"),
+)
+
+
+def cache_home() -> Path:
+    """$XDG_CACHE_HOME, else ~/.cache: the base of every default cache (index, downloads, UI work dir)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
 
 
 def default_index_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "index"
+    return cache_home() / "rag" / "index"
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    v = raw.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off.")
+def setting(default: Any, env: str, doc: str, *, kind: str, group: str, choices: tuple = (), lo=None, hi=None,
+            shown_default: str | None = None, allowed: str | None = None, secret: bool = False,
+            aliases: tuple[str, ...] = ()):
+    """A Settings field with its environment variable, description and allowed values.
 
-
-def _num(env: Mapping[str, str], name: str, default, cast=float, lo=None, hi=None):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = cast(raw.strip())
-    except ValueError as e:
-        raise ConfigError(f"{name}={raw!r} is not {'an integer' if cast is int else 'a number'}.") from e
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name}={raw!r} must be a finite number.")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{name}={raw!r} is out of range: allowed {lo} to {hi}.")
-    return value
-
-
-def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip()
+    ``kind``: ``str`` (stripped), ``text`` (kept as given, spaces and the empty string included),
+    ``int``, ``float``, ``bool``, ``path`` or ``choice`` (one of ``choices``, case-insensitive).
+    A default of None means "unset" and is always allowed. ``shown_default`` and ``allowed`` replace
+    the generated text in docs/settings.md where the value alone does not say enough.
+    """
+    meta = {"env": env, "doc": doc, "kind": kind, "group": group, "choices": choices, "lo": lo, "hi": hi,
+            "shown_default": shown_default, "allowed": allowed, "secret": secret, "aliases": aliases}
+    return field(default=default, repr=not secret, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Settings:
     # index and retrieval
-    index_dir: Path | None = None  # None: the default cache dir, auto-built from the demo corpus
-    embed_model: str = DEFAULT_EMBED_MODEL
-    embed_query_prefix: str | None = None  # None: inferred from the model name (E5: "query: ")
-    embed_passage_prefix: str | None = None
-    embed_segmented: bool | None = None  # None: inferred (vietnamese-bi-encoder wants pyvi-segmented input)
-    embed_batch_size: int = 32
-    embed_device: str | None = None
-    chroma_url: str | None = None  # http(s)://host:port of a Chroma server; None: embedded PersistentClient
-    chroma_collection: str = "chunks"
-    # An http(s) URL of a packed index (a tarball holding manifest.json), downloaded once into the
-    # weights cache by rag.weights.resolve_deployment. Used only when RAG_INDEX_DIR is unset: a
-    # directory given explicitly wins. Cannot be combined with RAG_CHROMA_URL (the index is remote).
-    index_url: str | None = None
-    reranker: str | None = None  # a sentence-transformers CrossEncoder name or path
-    min_relevance: float = 0.36  # gate on the top hit's relevance (see retrieve.relevance)
-    fusion: str = "linear"  # linear: BM25/max + w·cosine; rrf: reciprocal rank fusion (see retrieve.py)
-    dense_weight: float = 0.3
-    top_k: int = 5
-    max_top_k: int = 20
-    chunk_max_chars: int = 2400  # a Điều longer than this is split at Khoản
-    lock_timeout_s: float = 600.0  # a second ingest waits this long for the index lock, then refuses
+    index_dir: Path | None = setting(
+        None, "RAG_INDEX_DIR", "index directory; unset: the demo regulations, indexed on first use",
+        kind="path", group="index", shown_default="`~/.cache/rag/index`")
+    index_url: str | None = setting(
+        None, "RAG_INDEX_URL", "http(s) URL of a packed index (a tarball holding `manifest.json`), downloaded once "
+        "into the download cache; used only when `RAG_INDEX_DIR` is unset", kind="str", group="index",
+        allowed="`http://` or `https://` URL")
+    embed_model: str = setting(
+        DEFAULT_EMBED_MODEL, "RAG_EMBED_MODEL", "sentence-transformers model name or path; must be the one the index "
+        "was built with (the packaged default needs no download)", kind="str", group="index",
+        allowed="model name or path")
+    embed_query_prefix: str | None = setting(
+        None, "RAG_EMBED_QUERY_PREFIX", "text put before each query (unset: inferred, `query: ` for E5 models)",
+        kind="text", group="index")
+    embed_passage_prefix: str | None = setting(
+        None, "RAG_EMBED_PASSAGE_PREFIX", "text put before each passage (unset: inferred, `passage: ` for E5 models)",
+        kind="text", group="index")
+    embed_segmented: bool | None = setting(
+        None, "RAG_EMBED_SEGMENTED", "feed pyvi word-segmented text to the embedder (unset: inferred, on for "
+        "vietnamese-bi-encoder)", kind="bool", group="index")
+    embed_batch_size: int = setting(32, "RAG_EMBED_BATCH_SIZE", "passages embedded per batch", kind="int",
+                                    group="index", lo=1, hi=4096)
+    embed_device: str | None = setting(None, "RAG_EMBED_DEVICE", "device of the embedder (unset: CUDA when present)",
+                                       kind="str", group="index")
+    chroma_url: str | None = setting(
+        None, "RAG_CHROMA_URL", "`http://host:8000` of a shared Chroma server (unset: an embedded index on disk)",
+        kind="str", group="index", allowed="`http://` or `https://` URL")
+    chroma_collection: str = setting("chunks", "RAG_CHROMA_COLLECTION", "collection name in the Chroma server",
+                                     kind="str", group="index")
+    reranker: str | None = setting(None, "RAG_RERANKER", "a sentence-transformers CrossEncoder name or path "
+                                   "(unset: no reranking)", kind="str", group="index", allowed="model name or path")
+    min_relevance: float = setting(
+        0.36, "RAG_MIN_RELEVANCE", "relevance gate: below it the answer is the refusal and no LLM is called "
+        "(calibrated on `rag/demo/eval.jsonl`; recalibrate with `rag eval`)", kind="float", group="index", lo=0.0,
+        hi=1.0)
+    fusion: str = setting(
+        "linear", "RAG_FUSION", "how dense and BM25 scores are fused: `linear` = BM25/max + weight × cosine, "
+        "`rrf` = reciprocal rank fusion", kind="choice", group="index", choices=FUSIONS)
+    dense_weight: float = setting(0.3, "RAG_DENSE_WEIGHT", "weight of the dense score in the fusion", kind="float",
+                                  group="index", lo=0.0, hi=100.0)
+    top_k: int = setting(5, "RAG_TOP_K", "passages retrieved when a request names no `top_k`", kind="int",
+                         group="index", lo=1, hi=100)
+    max_top_k: int = setting(20, "RAG_MAX_TOP_K", "the most passages a request may ask for", kind="int",
+                             group="index", lo=1, hi=100)
+    chunk_max_chars: int = setting(2400, "RAG_CHUNK_MAX_CHARS", "a longer Điều is split at Khoản", kind="int",
+                                   group="index", lo=200, hi=100_000)
+    lock_timeout_s: float = setting(600.0, "RAG_LOCK_TIMEOUT", "seconds a second ingest waits for the index lock, "
+                                    "then refuses", kind="float", group="index", lo=0.0, hi=86_400.0)
     # input limits
-    max_file_mb: float = 50.0
-    max_unzipped_mb: float = 200.0  # DOCX (zip) entries expanded in total
-    max_question_chars: int = 2000
+    max_file_mb: float = setting(50.0, "RAG_MAX_FILE_MB", "largest source file, in MB", kind="float",
+                                 group="limits", lo=0.001, hi=10_000.0)
+    max_unzipped_mb: float = setting(200.0, "RAG_MAX_UNZIPPED_MB", "largest expanded size of a DOCX (a zip), in MB",
+                                     kind="float", group="limits", lo=0.001, hi=100_000.0)
+    max_question_chars: int = setting(2000, "RAG_MAX_QUESTION_CHARS", "longest question, in characters", kind="int",
+                                      group="limits", lo=10, hi=100_000)
     # OCR
-    ocr: str = "auto"
-    tesseract_cmd: str = "tesseract"
-    ocr_dpi: int = 200
-    ocr_workers: int = 0  # 0: one per core
+    ocr: str = setting("auto", "RAG_OCR", "OCR of PDF pages: `auto` (pages without a text layer), `always`, "
+                       "`never`", kind="choice", group="ocr", choices=OCR_MODES)
+    tesseract_cmd: str = setting("tesseract", "RAG_TESSERACT_CMD", "the Tesseract binary, or a wrapper", kind="str",
+                                 group="ocr")
+    ocr_dpi: int = setting(200, "RAG_OCR_DPI", "resolution pages are rendered at for OCR", kind="int", group="ocr",
+                           lo=72, hi=1200)
+    ocr_workers: int = setting(0, "RAG_OCR_WORKERS", "Tesseract processes at once (0: one per core)", kind="int",
+                               group="ocr", lo=0, hi=256)
     # generation
-    llm: str | None = None  # local path or Hugging Face id; None: extractive answers
-    adapter: str | None = None  # PEFT LoRA adapter: local path or Hugging Face id
-    quantization: str = "none"
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    device: str = "auto"
-    context_tokens: int | None = None  # None: the model's own max positions
-    max_new_tokens_limit: int = 2048
-    system_prompt: str | None = None
-    max_adapters: int = 4  # per-request LoRA adapters kept loaded at once (LRU); 0: none allowed
-    hf_token: str | None = field(default=None, repr=False)  # a secret: never printed
-    # Where adapters and indexes named by a URL (or given as a local tarball) are unpacked, and how
-    # big that cache may grow before least recently used entries are removed (rag/weights.py).
-    # None: $XDG_CACHE_HOME/rag/weights, or the network volume on RunPod.
-    weights_cache_dir: Path | None = None
-    weights_cache_gb: float = 20.0  # adapters are MBs; a handful of packed indexes fit too
+    llm: str | None = setting(None, "RAG_LLM", "base model: local path or Hugging Face id (unset: extractive "
+                              "answers, no LLM)", kind="str", group="generation",
+                              allowed="model path or Hugging Face id")
+    adapter: str | None = setting(
+        None, "RAG_ADAPTER", "PEFT LoRA adapter on `RAG_LLM`: a path, a Hugging Face id, a `.tar.gz` or its URL",
+        kind="str", group="generation", allowed="path, Hugging Face id, `.tar.gz` or its URL")
+    quantization: str = setting("none", "RAG_QUANTIZATION", "load `RAG_LLM` in 4-bit (NF4, double quantization) or "
+                                "8-bit with bitsandbytes", kind="choice", group="generation", choices=QUANTIZATIONS)
+    trust_remote_code: bool = setting(False, "RAG_TRUST_REMOTE_CODE", "run a model's own code (PhoGPT needs it)",
+                                      kind="bool", group="generation")
+    allow_pickle: bool = setting(False, "RAG_ALLOW_PICKLE", "load `.bin`/`.pt` (pickle) weights; safetensors only "
+                                 "otherwise", kind="bool", group="generation")
+    device: str = setting("auto", "RAG_DEVICE", "device of the LLM: `auto` is CUDA when present", kind="str",
+                          group="generation", allowed="`auto`, `cpu`, `cuda`, `cuda:N`")
+    context_tokens: int | None = setting(
+        None, "RAG_CONTEXT_TOKENS", "the model's context in tokens (unset: its own maximum, capped at 8192)",
+        kind="int", group="generation", lo=256, hi=1_000_000)
+    max_new_tokens_limit: int = setting(2048, "RAG_MAX_NEW_TOKENS_LIMIT", "the most new tokens a request may ask "
+                                        "for", kind="int", group="generation", lo=1, hi=100_000)
+    system_prompt: str | None = setting(None, "RAG_SYSTEM_PROMPT", "replaces the Vietnamese system prompt (a "
+                                        "request's `system_prompt` overrides it)", kind="str", group="generation")
+    max_adapters: int = setting(4, "RAG_MAX_ADAPTERS", "per-request LoRA adapters kept loaded at once, least "
+                                "recently used unloaded first (0: per-request adapters refused)", kind="int",
+                                group="generation", lo=0, hi=64)
+    # downloads and secrets
+    hf_token: str | None = setting(
+        None, "HF_TOKEN", "Hugging Face token for gated or private models (a secret: never printed or logged, "
+        "sent only to huggingface.co)", kind="str", group="downloads", secret=True, allowed="token",
+        aliases=("HUGGING_FACE_HUB_TOKEN",))
+    weights_cache_dir: Path | None = setting(
+        None, "RAG_WEIGHTS_CACHE", "where adapters and indexes named by a URL are unpacked",
+        kind="path", group="downloads", shown_default="`~/.cache/rag/weights` (the network volume on RunPod)")
+    weights_cache_gb: float = setting(20.0, "RAG_WEIGHTS_CACHE_GB", "size bound of that cache in GB (least recently "
+                                      "used entries removed first)", kind="float", group="downloads", lo=0.001,
+                                      hi=100_000.0)
+    # logging
+    log_level: str = setting("INFO", "RAG_LOG_LEVEL", "log level of the serving workers", kind="choice",
+                             group="logging", choices=LOG_LEVELS)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        index_dir = _str(env, "RAG_INDEX_DIR")
-        segmented = env.get("RAG_EMBED_SEGMENTED")
-        cache_dir = _str(env, "RAG_WEIGHTS_CACHE")
-        s = cls(
-            index_dir=Path(index_dir).expanduser() if index_dir else None,
-            embed_model=_str(env, "RAG_EMBED_MODEL", DEFAULT_EMBED_MODEL),
-            embed_query_prefix=env.get("RAG_EMBED_QUERY_PREFIX"),
-            embed_passage_prefix=env.get("RAG_EMBED_PASSAGE_PREFIX"),
-            embed_segmented=None if not segmented else _bool(env, "RAG_EMBED_SEGMENTED", False),
-            embed_batch_size=_num(env, "RAG_EMBED_BATCH_SIZE", 32, int, 1, 4096),
-            embed_device=_str(env, "RAG_EMBED_DEVICE"),
-            chroma_url=_str(env, "RAG_CHROMA_URL"),
-            chroma_collection=_str(env, "RAG_CHROMA_COLLECTION", "chunks"),
-            index_url=_str(env, "RAG_INDEX_URL"),
-            reranker=_str(env, "RAG_RERANKER"),
-            min_relevance=_num(env, "RAG_MIN_RELEVANCE", 0.36, float, 0.0, 1.0),
-            fusion=(_str(env, "RAG_FUSION", "linear") or "linear").lower(),
-            dense_weight=_num(env, "RAG_DENSE_WEIGHT", 0.3, float, 0.0, 100.0),
-            top_k=_num(env, "RAG_TOP_K", 5, int, 1, 100),
-            max_top_k=_num(env, "RAG_MAX_TOP_K", 20, int, 1, 100),
-            chunk_max_chars=_num(env, "RAG_CHUNK_MAX_CHARS", 2400, int, 200, 100_000),
-            lock_timeout_s=_num(env, "RAG_LOCK_TIMEOUT", 600.0, float, 0.0, 86_400.0),
-            max_file_mb=_num(env, "RAG_MAX_FILE_MB", 50.0, float, 0.001, 10_000.0),
-            max_unzipped_mb=_num(env, "RAG_MAX_UNZIPPED_MB", 200.0, float, 0.001, 100_000.0),
-            max_question_chars=_num(env, "RAG_MAX_QUESTION_CHARS", 2000, int, 10, 100_000),
-            ocr=(_str(env, "RAG_OCR", "auto") or "auto").lower(),
-            tesseract_cmd=_str(env, "RAG_TESSERACT_CMD", "tesseract"),
-            ocr_dpi=_num(env, "RAG_OCR_DPI", 200, int, 72, 1200),
-            ocr_workers=_num(env, "RAG_OCR_WORKERS", 0, int, 0, 256),
-            llm=_str(env, "RAG_LLM"),
-            adapter=_str(env, "RAG_ADAPTER"),
-            quantization=(_str(env, "RAG_QUANTIZATION", "none") or "none").lower(),
-            trust_remote_code=_bool(env, "RAG_TRUST_REMOTE_CODE", False),
-            allow_pickle=_bool(env, "RAG_ALLOW_PICKLE", False),
-            device=_str(env, "RAG_DEVICE", "auto"),
-            context_tokens=_num(env, "RAG_CONTEXT_TOKENS", None, int, 256, 1_000_000),
-            max_new_tokens_limit=_num(env, "RAG_MAX_NEW_TOKENS_LIMIT", 2048, int, 1, 100_000),
-            system_prompt=_str(env, "RAG_SYSTEM_PROMPT"),
-            max_adapters=_num(env, "RAG_MAX_ADAPTERS", 4, int, 0, 64),
-            hf_token=_str(env, "HF_TOKEN") or _str(env, "HUGGING_FACE_HUB_TOKEN"),
-            weights_cache_dir=Path(cache_dir).expanduser() if cache_dir else None,
-            weights_cache_gb=_num(env, "RAG_WEIGHTS_CACHE_GB", 20.0, float, 0.001, 100_000.0),
-        )
-        s.validate()
-        return s
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            checked = _check(f, value)
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
+        self._check_combinations()
 
-    def validate(self) -> "Settings":
-        if self.quantization not in QUANTIZATIONS:
-            raise ConfigError(
-                f"RAG_QUANTIZATION={self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}."
-            )
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"RAG_FUSION={self.fusion!r} is not one of {', '.join(FUSIONS)}.")
-        if self.ocr not in OCR_MODES:
-            raise ConfigError(f"RAG_OCR={self.ocr!r} is not one of {', '.join(OCR_MODES)}.")
+    def _check_combinations(self) -> None:
         if self.adapter and not self.llm:
             raise ConfigError(
                 "RAG_ADAPTER is set but RAG_LLM is not: set RAG_LLM to the base model the adapter was trained on."
@@ -187,15 +215,20 @@ class Settings:
             if self.chroma_url:
                 raise ConfigError("RAG_INDEX_URL and RAG_CHROMA_URL are both set: the index is either downloaded "
                                   "or served by Chroma; unset one of them.")
-        if not (isinstance(self.weights_cache_gb, (int, float)) and math.isfinite(self.weights_cache_gb)
-                and self.weights_cache_gb > 0):
-            raise ConfigError(f"RAG_WEIGHTS_CACHE_GB={self.weights_cache_gb!r} must be a positive number of GB.")
-        if not 0 <= self.max_adapters <= 64:
-            raise ConfigError(f"RAG_MAX_ADAPTERS={self.max_adapters} is out of range: allowed 0 to 64.")
-        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            parsed = _parse(f, env)
+            if parsed is not _UNSET:
+                values[f.name] = parsed
+        return cls(**values)
 
     def with_(self, **changes) -> "Settings":
-        return replace(self, **changes).validate()
+        """A copy with some fields changed, validated like any other Settings."""
+        return replace(self, **changes)
 
     def resolved_index_dir(self) -> Path:
         return self.index_dir if self.index_dir is not None else default_index_dir()
@@ -205,9 +238,192 @@ class Settings:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "hf_token":
+            if f.metadata["secret"]:
                 v = "***" if v else None
             elif f.name == "index_url" and v:
                 v = v.split("?", 1)[0]  # a signed URL carries its token in the query string
             out[f.name] = str(v) if isinstance(v, Path) else v
         return out
+
+
+# --------------------------------------------------------------------------- parsing and checking
+
+
+def _fmt(x) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+_UNSET = object()
+
+
+def _parse(f, env: Mapping[str, str]):
+    """The field's value from the environment as a typed value, or _UNSET to keep the default."""
+    meta = f.metadata
+    name, raw = meta["env"], env.get(meta["env"])
+    for alias in meta["aliases"]:
+        if raw is None or raw.strip() == "":
+            name, raw = alias, env.get(alias)
+    if raw is None:
+        return _UNSET
+    kind = meta["kind"]
+    if kind == "text":
+        return raw  # prefixes: spaces matter, and "" is an explicit empty prefix
+    raw = raw.strip()
+    if raw == "":
+        return _UNSET
+    if kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean: use 1/0, true/false, yes/no or on/off.")
+    if kind in ("int", "float"):
+        try:
+            return int(raw) if kind == "int" else float(raw)
+        except ValueError as e:
+            raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind == 'int' else 'a number'}.") from e
+    if kind == "path":
+        return Path(raw).expanduser()
+    return raw
+
+
+def _check(f, value):
+    """The value, normalised (paths, the canonical spelling of a choice), or ConfigError naming the variable."""
+    meta = f.metadata
+    name, kind = meta["env"], meta["kind"]
+    if value is None:
+        if f.default is None:
+            return value
+        raise ConfigError(f"{name} cannot be empty (default {f.default!r}).")
+    if kind in ("str", "text"):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}={value!r} must be text.")
+        return value
+    if kind == "path":
+        if not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{name}={value!r} must be a path.")
+        return value if isinstance(value, Path) else Path(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} is not a boolean.")
+        return value
+    if kind == "choice":
+        choices = meta["choices"]
+        canonical = {c.lower(): c for c in choices}
+        if not isinstance(value, str) or value.strip().lower() not in canonical:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}.")
+        return canonical[value.strip().lower()]
+    # numbers
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and isinstance(value, float)):
+        raise ConfigError(f"{name}={value!r} is not {'an integer' if kind == 'int' else 'a number'}.")
+    if kind == "float":
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}={value!r} must be a finite number.")
+        value = float(value)
+    lo, hi = meta["lo"], meta["hi"]
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{name}={value!r} is out of range: allowed {_fmt(lo)} to {_fmt(hi)}.")
+    return value
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """RAG_LOG_LEVEL for a worker's logging, before the rest of its settings are read.
+
+    A bad value gives INFO here; building the worker's Settings then reports it with the fix.
+    """
+    f = next(f for f in fields(Settings) if f.name == "log_level")
+    try:
+        raw = _parse(f, os.environ if env is None else env)
+        return f.default if raw is _UNSET else _check(f, raw)
+    except ConfigError:
+        return f.default
+
+
+# --------------------------------------------------------------------------- the settings reference
+
+
+def _default_text(f) -> str:
+    meta = f.metadata
+    if meta["shown_default"]:
+        return meta["shown_default"]
+    if f.default is None:
+        return "unset"
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    if isinstance(f.default, float):
+        return f"`{_fmt(f.default)}`"
+    return f"`{f.default}`"
+
+
+def _allowed_text(f) -> str:
+    meta = f.metadata
+    kind = meta["kind"]
+    if meta["allowed"]:
+        return meta["allowed"]
+    if kind == "choice":
+        return ", ".join(f"`{c}`" for c in meta["choices"])
+    if kind == "bool":
+        return "`1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`"
+    if kind in ("int", "float"):
+        word = "integer" if kind == "int" else "number"
+        return f"{word}, {_fmt(meta['lo'])} to {_fmt(meta['hi'])}"
+    if kind == "path":
+        return "a directory"
+    if kind == "text":
+        return "any text (spaces kept)"
+    return "text"
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting, generated from the fields of Settings."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from rag/config.py by `python -m rag.config --markdown > docs/settings.md`; a test checks",
+        "     that this file matches. Edit the field's description in rag/config.py, not this file. -->",
+        "",
+        "Every setting is an environment variable, read by `rag.config.Settings.from_env` when a command, the Cog",
+        "runner's `setup()`, the RunPod worker or a training script starts; nothing else reads them and nothing",
+        "reads them at import. An empty variable counts as unset. A bad value or a bad combination stops the",
+        "program with `error [bad_config]: …` naming the variable to change (for example `RAG_ADAPTER` without",
+        "`RAG_LLM`, or `RAG_TOP_K` above `RAG_MAX_TOP_K`).",
+    ]
+    for group, title in GROUPS.items():
+        lines += ["", f"## {title}", "", "| variable | default | allowed | meaning |", "|---|---|---|---|"]
+        for f in fields(Settings):
+            meta = f.metadata
+            if meta["group"] != group:
+                continue
+            var = f"`{meta['env']}`" + "".join(f" (or `{a}`)" for a in meta["aliases"])
+            lines.append(f"| {var} | {_default_text(f)} | {_allowed_text(f)} | {meta['doc']} |")
+    lines += [
+        "",
+        "## Platform variables",
+        "",
+        "Set by, or for, the platforms rag runs on rather than rag's own settings.",
+        "",
+        "| variable | read by | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{name}` | {where} | {doc} |" for name, where, doc in PLATFORM_VARIABLES]
+    return "\n".join(lines) + "\n"
+
+
+def env_names() -> dict[str, str]:
+    """Environment variable → Settings field name, aliases included."""
+    out = {}
+    for f in fields(Settings):
+        for name in (f.metadata["env"], *f.metadata["aliases"]):
+            out[name] = f.name
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    if argv != ["--markdown"]:
+        print("usage: python -m rag.config --markdown > docs/settings.md", file=sys.stderr)
+        return 2
+    sys.stdout.write(settings_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .config import Settings
+from .config import Settings, cache_home
 from .errors import ConfigError, ModelError, RagError
 
 ADAPTER_MARKER = "adapter_config.json"
@@ -51,8 +51,7 @@ _DONE = ".complete"
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rag" / "weights"
+    return cache_home() / "rag" / "weights"
 
 
 def is_url(ref: str) -> bool:

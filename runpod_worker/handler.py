@@ -57,7 +57,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from rag.config import Settings
+from rag.config import Settings, log_level
 from rag.errors import ConfigError, InputError
 from rag.request import AskRequest, from_inputs
 
@@ -366,7 +366,7 @@ def startup_failure(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
-    logging.basicConfig(level=os.environ.get("RAG_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+    logging.basicConfig(level=log_level(os.environ), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     choose_hf_cache(os.environ)  # before anything imports huggingface_hub
     worker = get_worker()

@@ -466,15 +466,16 @@ def _stats(values: list[int]) -> dict[str, float]:
     return {"min": float(v[0]), "mean": sum(v) / len(v), "p50": pct(0.5), "p95": pct(0.95), "max": float(v[-1])}
 
 
-def retriever_from_index(index_dir: str | Path, env=None):
-    """rag's own Retriever over ``index_dir``, with the embedding settings of the environment (RAG_EMBED_*)."""
-    import os
+def retriever_from_index(index_dir: str | Path, settings=None):
+    """rag's own Retriever over ``index_dir``, with the embedding settings serving uses (RAG_EMBED_*).
 
+    ``settings``: the run's Settings (default: ``Settings.from_env()``); only its retrieval fields are used.
+    """
     from rag.config import Settings
     from rag.pipeline import Pipeline
 
-    settings = Settings.from_env(os.environ if env is None else env).with_(index_dir=Path(index_dir), llm=None,
-                                                                           adapter=None, quantization="none")
+    settings = (Settings.from_env() if settings is None else settings).with_(
+        index_dir=Path(index_dir), llm=None, adapter=None, quantization="none")
     return Pipeline.from_settings(settings, load_llm=False).retriever
 
 

@@ -31,13 +31,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag.config import Settings
 from rag.errors import ConfigError, ModelError, RagError
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
@@ -82,12 +82,8 @@ class MergeResult:
     pushed_to: str | None = None
 
 
-def _token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-
-
-def validate(args: MergeArgs) -> tuple[Path, Path, str]:
-    """Checks that need no model: (adapter dir, output dir, base id/path)."""
+def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str]:
+    """Checks that need no model: (adapter dir, output dir, base id/path). ``token``: the Hugging Face token."""
     adapter = Path(args.adapter).expanduser()
     if not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"--adapter {args.adapter!r} has no adapter_config.json: point it at the directory "
@@ -103,7 +99,7 @@ def validate(args: MergeArgs) -> tuple[Path, Path, str]:
                           "supported: quantize the merged model when serving, RAG_QUANTIZATION=4bit).")
     if args.probes < 1:
         raise ConfigError("--probes must be at least 1.")
-    if args.push_to_hub and not _token():
+    if args.push_to_hub and not token:
         raise ConfigError("--push-to-hub needs a Hugging Face token with write access: set HF_TOKEN.",
                           code="missing_token")
     cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
@@ -160,8 +156,11 @@ def copy_custom_code(base: str, out: Path, token: str | None) -> list[str]:
     return copied
 
 
-def main(args: MergeArgs) -> MergeResult:
-    adapter, out, base = validate(args)
+def main(args: MergeArgs, settings: Settings | None = None) -> MergeResult:
+    """Merge, save, verify (and push). ``settings``: the environment's (default ``Settings.from_env()``), for HF_TOKEN."""
+    settings = Settings.from_env() if settings is None else settings
+    token = settings.hf_token
+    adapter, out, base = validate(args, token)
     device, dtype_name = _resolve(args)
 
     import torch
@@ -169,7 +168,6 @@ def main(args: MergeArgs) -> MergeResult:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
-    token = _token()
     hub = {"token": token} if token else {}
     common = dict(trust_remote_code=args.trust_remote_code, **hub)
     try:

@@ -21,7 +21,6 @@ Out of scope: multi-GPU trainings, resuming a Replicate training.
 
 from __future__ import annotations
 
-import os
 import sys
 import tarfile
 import tempfile
@@ -87,14 +86,22 @@ def train(  # each Input(...) is one literal call, as `cog build` reads it stati
     hf_token: Optional[Secret] = Input(description="Hugging Face token for gated/private base models", default=None),
 ) -> TrainingOutput:
     p = {k: _plain(v) for k, v in locals().items()}
+    return run_training(p)
+
+
+def run_training(p: dict, settings=None) -> TrainingOutput:
+    """``train``'s work, given its inputs as plain values; ``settings`` default: ``Settings.from_env()``."""
+    from rag.config import Settings
     from rag.errors import ConfigError, RagError
     from training.train_qlora import TrainArgs, main
 
-    served = os.environ.get("RAG_LLM") or None
     token = p["hf_token"].get_secret_value() if hasattr(p["hf_token"], "get_secret_value") else p["hf_token"]
     work = _PathlibPath(tempfile.mkdtemp(prefix="rag-train-"))
-    saved_token = os.environ.get("HF_TOKEN")
     try:
+        settings = Settings.from_env() if settings is None else settings
+        if token:  # the input's token is for this training only; the environment is left as it was
+            settings = settings.with_(hf_token=token)
+        served = settings.llm
         base = p["base_model"] or served
         if not base:
             raise ConfigError("no base model: give base_model, or set RAG_LLM in cog.yaml's environment "
@@ -109,10 +116,8 @@ def train(  # each Input(...) is one literal call, as `cog build` reads it stati
 
             index_dir = str(unpack_tarball(_PathlibPath(p["index"]), work / "index", marker=INDEX_MARKER,
                                            what="index", error=ConfigError))
-        elif os.environ.get("RAG_INDEX_DIR"):
-            index_dir = os.environ["RAG_INDEX_DIR"]
-        if token:
-            os.environ["HF_TOKEN"] = token
+        elif settings.index_dir is not None:
+            index_dir = str(settings.index_dir)
         args = TrainArgs(
             base_model=base, dataset=[str(p["train_data"])], output_dir=str(work / "adapter"), index_dir=index_dir,
             system_prompt=p["system_prompt"], eval_fraction=p["eval_fraction"], max_length=p["max_length"],
@@ -122,16 +127,10 @@ def train(  # each Input(...) is one literal call, as `cog build` reads it stati
             gradient_accumulation_steps=p["gradient_accumulation_steps"],
             load_in_4bit=bool(p["load_in_4bit"]), trust_remote_code=bool(p["trust_remote_code"]), seed=p["seed"],
         )
-        result = main(args)
+        result = main(args, settings=settings)
         tarball = pack_adapter(result.output_dir, work / "lora-adapter.tar.gz")
     except RagError as e:
         raise TrainingFailed(f"[{e.code}] {e}") from None
-    finally:
-        if token:
-            if saved_token is None:
-                os.environ.pop("HF_TOKEN", None)
-            else:
-                os.environ["HF_TOKEN"] = saved_token
     print(f"weights: {tarball} ({tarball.stat().st_size / 1e6:.1f} MB)", flush=True)
     return TrainingOutput(weights=Path(tarball))
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -48,6 +47,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag.config import Settings
 from rag.errors import ConfigError, ModelError, RagError
 
 CHECKPOINTS = "checkpoints"
@@ -280,10 +280,6 @@ def _dtypes(device: str):
     return torch.float32, False
 
 
-def _hf_token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
-
-
 def _max_positions(config) -> int | None:
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
@@ -293,9 +289,15 @@ def _max_positions(config) -> int | None:
     return None
 
 
-def main(args: TrainArgs, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """Validate, prepare the data, train, save. Raises a RagError with what to change on bad input."""
+def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | None = None) -> TrainResult:
+    """Validate, prepare the data, train, save. Raises a RagError with what to change on bad input.
+
+    ``settings``: the environment's Settings (default ``Settings.from_env()``): the Hugging Face token and the
+    embedding settings of the index for rows without context come from there, as at serving time.
+    """
     from training.data import DatasetError, prepare, read_dataset, retriever_from_index
+
+    settings = Settings.from_env() if settings is None else settings
 
     t0 = time.time()
     device, quant = validate_args(args)
@@ -309,7 +311,7 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     from transformers import AutoConfig, AutoTokenizer
 
-    hub = {"token": _hf_token()} if _hf_token() else {}
+    hub = {"token": settings.hf_token} if settings.hf_token else {}
     try:
         config = AutoConfig.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
         tokenizer = AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
@@ -326,7 +328,7 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = ()) -> TrainResult:
         max_length = limit
     retriever = None
     if read.without_context and args.index_dir:
-        retriever = retriever_from_index(args.index_dir)
+        retriever = retriever_from_index(args.index_dir, settings)
     prepared = prepare(examples, read, tokenizer, max_length=max_length, system_prompt=args.system_prompt,
                        retriever=retriever, top_k=args.top_k, eval_fraction=args.eval_fraction, seed=args.seed)
     print(prepared.describe(), flush=True)
