@@ -135,7 +135,7 @@ class Settings:
                                     "then refuses", kind="float", group="index", lo=0.0, hi=86_400.0)
     # input limits
     max_file_mb: float = setting(50.0, "RAG_MAX_FILE_MB", "largest source file, in MB", kind="float",
-                                 group="limits", lo=0.001, hi=10_000.0)
+                                 group="limits", lo=0.0001, hi=10_000.0)
     max_unzipped_mb: float = setting(200.0, "RAG_MAX_UNZIPPED_MB", "largest expanded size of a DOCX (a zip), in MB",
                                      kind="float", group="limits", lo=0.001, hi=100_000.0)
     max_question_chars: int = setting(2000, "RAG_MAX_QUESTION_CHARS", "longest question, in characters", kind="int",
