@@ -19,7 +19,7 @@ type, hidden size, layers, heads, intermediate size, vocabulary) differs from
 RAG_LLM's. The weight shapes are checked against this base's layers in any case.
 
 Out of scope: downloading or unpacking adapters (rag/weights.py), loading them
-(rag/generate.py), non-LoRA shape checks.
+(rag/modeling.py), non-LoRA shape checks.
 """
 
 from __future__ import annotations
@@ -139,27 +139,28 @@ def declared_base(d: Path) -> str | None:
     return None
 
 
-def check_base(d: Path, var: str, llm: str, base_config: Any) -> None:
+def check_base(d: Path, var: str, llm: str, base_config: Any, base_var: str = "RAG_LLM") -> None:
     """Refuse an adapter whose declared base is, provably, another architecture (see the module docstring)."""
     base = declared_base(d)
     if base is None or same_model(base, llm):
         return
     theirs = cached_config(base)
     if theirs is None:
-        log.info("adapter %s names base %s, not RAG_LLM=%s, whose config is not readable here; its weight "
-                 "shapes are checked instead", d, base, llm)
+        log.info("adapter %s names base %s, not %s=%s, whose config is not readable here; its weight "
+                 "shapes are checked instead", d, base, base_var, llm)
         return
     theirs, ours = architecture(theirs), architecture(base_config)
     differ = [f"{k} {theirs[k]} vs {ours[k]}" for k in ARCH_KEYS if k in theirs and k in ours and theirs[k] != ours[k]]
     if differ:
         raise ModelError(
-            f"{var}={str(d)!r} was trained for base {base!r}, but RAG_LLM is {llm!r}, a different model "
-            f"({', '.join(differ)}). Set RAG_LLM to the adapter's base model, or use an adapter trained on this base.",
+            f"{var}={str(d)!r} was trained for base {base!r}, but {base_var} is {llm!r}, a different model "
+            f"({', '.join(differ)}). Set {base_var} to the adapter's base model, or use an adapter trained on this "
+            "base.",
             code="adapter_mismatch",
         )
 
 
-def check_shapes(d: Path, var: str, llm: str, shapes: dict[str, tuple[int, int]]) -> None:
+def check_shapes(d: Path, var: str, llm: str, shapes: dict[str, tuple[int, int]], base_var: str = "RAG_LLM") -> None:
     """Compare the LoRA matrices' shapes (read from the safetensors header, nothing loaded) with the base's layers."""
     weights = d / "adapter_model.safetensors"
     if not weights.is_file() or not shapes:
@@ -192,14 +193,14 @@ def check_shapes(d: Path, var: str, llm: str, shapes: dict[str, tuple[int, int]]
         trained_for = declared_base(d) or "unknown"
         raise ModelError(
             f"{var}={str(d)!r} does not fit the base model: it was trained for base {trained_for!r}, "
-            f"but RAG_LLM is {llm!r} ({problems[0]}{f'; {len(problems) - 1} more' if len(problems) > 1 else ''}). "
-            "Set RAG_LLM to the adapter's base model, or use an adapter trained on this base.",
+            f"but {base_var} is {llm!r} ({problems[0]}{f'; {len(problems) - 1} more' if len(problems) > 1 else ''}). "
+            f"Set {base_var} to the adapter's base model, or use an adapter trained on this base.",
             code="adapter_mismatch",
         )
 
 
 def check_adapter_dir(d: Path, var: str, *, llm: str, base_config: Any, shapes: dict,
-                      allow_pickle: bool) -> None:
+                      allow_pickle: bool, base_var: str = "RAG_LLM") -> None:
     """Every check an adapter directory gets before PEFT loads it, at startup and per request."""
     if not (d / ADAPTER_CONFIG).exists():
         raise ModelError(
@@ -210,8 +211,8 @@ def check_adapter_dir(d: Path, var: str, *, llm: str, base_config: Any, shapes: 
     if not allow_pickle and not has_safetensors(d) and has_pickle(d):
         refuse_pickle(d, var)
     check_prompt_format(d, var)
-    check_base(d, var, llm, base_config)
-    check_shapes(d, var, llm, shapes)
+    check_base(d, var, llm, base_config, base_var)
+    check_shapes(d, var, llm, shapes, base_var)
 
 
 def local_dir(ref: str) -> Path | None:

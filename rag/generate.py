@@ -1,6 +1,7 @@
 """Text generation with a transformers causal LM, optionally quantized, with LoRA adapters.
 
-``Generator.load(settings)`` builds the model once (in a wrapper's ``setup()``);
+``Generator.load(settings)`` builds the model once (in a wrapper's ``setup()``)
+through ``rag.modeling``, the loader training and merging use too;
 ``Generator.stream(prompt_text, request)`` returns a ``Generation``: iterate it
 for text deltas, then read ``.text``, ``.usage``, ``.timings`` and
 ``.finish_reason``. Prompts come from ``rag.prompt.build_prompt``; this module
@@ -25,7 +26,8 @@ Generator, so one generation runs at a time per model (simple and memory-safe
 on one GPU); a second stream waits for the lock in its own thread, still
 cancellable, and never blocks the caller's thread, so retrieval for other
 requests goes on. Sampling uses a private ``torch.Generator`` per request, so a
-seed gives the same text whatever other threads do with the global RNG.
+seed gives the same text whatever other threads do with the global RNG
+(``rag.decoding``, with the stop sequences).
 
 Out of scope: batching many requests into one forward pass (use vLLM for
 that), beam search, batch size > 1.
@@ -42,24 +44,13 @@ import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
-from .adapters import (
-    ADAPTER_CONFIG,
-    HUB_ID,
-    check_adapter_dir,
-    check_prompt_format,
-    has_pickle,
-    has_safetensors,
-    is_peft,
-    linear_shapes,
-    local_dir,
-    read_json,
-    refuse_pickle,
-)
+from .adapters import ADAPTER_CONFIG, check_adapter_dir, is_peft, linear_shapes, local_dir, read_json
 from .config import Settings
+from .decoding import first_stop, held_back, make_criteria, make_sampler
 from .errors import ConfigError, InputError, ModelError, RagError
+from .modeling import short as _short
 from .prompt import build_prompt, encode_prompt
 from .request import AskRequest
 
@@ -67,129 +58,6 @@ DEFAULT_CONTEXT_CAP = 8192  # when RAG_CONTEXT_TOKENS is unset: keeps KV memory 
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 log = logging.getLogger("rag.generate")
-
-
-# --------------------------------------------------------------------------- loading helpers
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"RAG_DEVICE={name!r} but no CUDA GPU is visible: set RAG_DEVICE=cpu or auto.")
-    return name
-
-
-def _locate(ref: str, var: str) -> Path | None:
-    """A local directory, or None for a Hugging Face id; a missing path is an error."""
-    p = Path(ref).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise ModelError(f"{var}={ref!r} is a file; point it at the model's directory.", code="model_not_found")
-        return p
-    if HUB_ID.fullmatch(ref) and ".." not in ref:
-        return None
-    raise ModelError(
-        f"{var}={ref!r}: no such directory, and it is not a Hugging Face id (owner/name). "
-        "Check the path (is the volume mounted, the model baked into the image?).",
-        code="model_not_found",
-    )
-
-
-def _max_positions(config: Any, tokenizer: Any) -> int | None:
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length", "max_sequence_length"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    v = getattr(tokenizer, "model_max_length", None)
-    return v if isinstance(v, int) and 0 < v < 10_000_000 else None
-
-
-def _short(e: BaseException, limit: int = 300) -> str:
-    s = " ".join(str(e).split())
-    return s if len(s) <= limit else s[:limit] + "…"
-
-
-# --------------------------------------------------------------------------- generation internals
-
-
-def _make_sampler(temperature: float, top_p: float, top_k: int, seed: int):
-    import torch
-    from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-    class SeededSampler(LogitsProcessor):
-        """Samples the next token with a private torch.Generator, then leaves only that token
-        selectable, so generate()'s greedy step picks it. The global RNG is never used."""
-
-        def __init__(self):
-            self.warpers = [TemperatureLogitsWarper(temperature)]
-            if top_k:
-                self.warpers.append(TopKLogitsWarper(top_k=top_k))
-            if top_p < 1.0:
-                self.warpers.append(TopPLogitsWarper(top_p=top_p))
-            self.rng: torch.Generator | None = None
-
-        def __call__(self, input_ids, scores):
-            for w in self.warpers:
-                scores = w(input_ids, scores)
-            if self.rng is None or self.rng.device != scores.device:
-                self.rng = torch.Generator(device=scores.device)
-                self.rng.manual_seed(seed)
-            probs = torch.softmax(scores.float(), dim=-1)
-            chosen = torch.multinomial(probs, num_samples=1, generator=self.rng)
-            out = torch.full_like(scores, float("-inf"))
-            return out.scatter_(1, chosen, 0.0)
-
-    return SeededSampler()
-
-
-def _make_criteria(tokenizer, prompt_len: int, stops: list[str], should_stop):
-    import torch
-    from transformers import StoppingCriteria
-
-    class Cancel(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool, device=input_ids.device)
-
-    class StopText(StoppingCriteria):
-        """Decodes only the tail of the output: enough tokens for the longest stop string even
-        when a Vietnamese letter is split over several byte-level tokens."""
-
-        def __init__(self):
-            self.tail = 4 * max(len(s) for s in stops) + 8
-            self.hit = False
-
-        def __call__(self, input_ids, scores, **kwargs):
-            tail_ids = input_ids[0, prompt_len:][-self.tail :]
-            text = tokenizer.decode(tail_ids, skip_special_tokens=True)
-            hit = any(s in text for s in stops)
-            self.hit = self.hit or hit
-            return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
-
-    criteria = [Cancel()]
-    stop_text = StopText() if stops else None
-    if stop_text is not None:
-        criteria.append(stop_text)
-    return criteria, stop_text
-
-
-def _first_stop(text: str, stops: list[str], start: int) -> int | None:
-    found = [i for i in (text.find(s, start) for s in stops) if i >= 0]
-    return min(found) if found else None
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of ``text`` that could be the start of a stop string."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), hold, -1):
-            if text.endswith(s[:k]):
-                hold = k
-                break
-    return hold
 
 
 @dataclass
@@ -294,7 +162,7 @@ class Generation:
                 super().put(value)
 
         streamer = Streamer(tok, skip_prompt=True, skip_special_tokens=True)
-        criteria, stop_text = _make_criteria(tok, len(plan.input_ids), plan.stops, self._should_stop)
+        criteria, stop_text = make_criteria(tok, len(plan.input_ids), plan.stops, self._should_stop)
         self._thread = threading.Thread(
             target=self._work, args=(streamer, criteria), name="rag-generate", daemon=True
         )
@@ -308,7 +176,7 @@ class Generation:
                     continue
                 buf += piece
                 if stops:
-                    cut = _first_stop(buf, stops, max(0, emitted - longest))
+                    cut = first_stop(buf, stops, max(0, emitted - longest))
                     if cut is not None:
                         hit_stop = True
                         if cut > emitted:
@@ -316,7 +184,7 @@ class Generation:
                             self.text = buf[:emitted]
                             yield delta
                         break
-                safe = len(buf) - _held_back(buf, stops) if stops else len(buf)
+                safe = len(buf) - held_back(buf, stops) if stops else len(buf)
                 if safe > emitted:
                     delta, emitted = buf[emitted:safe], safe
                     self.text = buf[:emitted]
@@ -375,7 +243,7 @@ class Generation:
                     return
                 processors = LogitsProcessorList()
                 if plan.sampling:
-                    processors.append(_make_sampler(plan.temperature, plan.top_p, plan.top_k, plan.seed))
+                    processors.append(make_sampler(plan.temperature, plan.top_p, plan.top_k, plan.seed))
                 # Sampling is done by our processor, so generate() always runs its greedy loop;
                 # neutral values stop the model's own generation_config defaults from leaking in.
                 config = GenerationConfig(
@@ -470,96 +338,18 @@ class Generator:
 
     @classmethod
     def load(cls, settings: Settings) -> "Generator":
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        """RAG_LLM (+ RAG_ADAPTER) loaded by rag.modeling, with the context the prompt is packed into."""
+        from .modeling import load, max_positions
 
-        if not settings.llm:
-            raise ConfigError("RAG_LLM is not set: name a local model directory or a Hugging Face id.")
-        base_dir = _locate(settings.llm, "RAG_LLM")
-        adapter_dir = _locate(settings.adapter, "RAG_ADAPTER") if settings.adapter else None
-        if base_dir is not None:
-            if not (base_dir / "config.json").exists() and (base_dir / "adapter_config.json").exists():
-                raise ModelError(
-                    f"RAG_LLM={settings.llm!r} is a LoRA adapter, not a model: set RAG_ADAPTER to it and "
-                    f"RAG_LLM to its base ({read_json(base_dir / 'adapter_config.json').get('base_model_name_or_path')!r}).",
-                    code="model_not_found",
-                )
-            if not settings.allow_pickle and not has_safetensors(base_dir) and has_pickle(base_dir):
-                refuse_pickle(base_dir, "RAG_LLM")
-        # (checked again in _check_adapter_dir; here too so that it fails before the model loads)
-        if adapter_dir is not None and not settings.allow_pickle:
-            if not has_safetensors(adapter_dir) and has_pickle(adapter_dir):
-                refuse_pickle(adapter_dir, "RAG_ADAPTER")
-        check_prompt_format(base_dir, "RAG_LLM")
-        check_prompt_format(adapter_dir, "RAG_ADAPTER")
-
-        device = resolve_device(settings.device)
-        on_cuda = device.startswith("cuda")
-        dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if on_cuda else torch.float32
-        hub = {"token": settings.hf_token} if settings.hf_token else {}
-        common = dict(trust_remote_code=settings.trust_remote_code, **hub)
-
-        quant = None
-        if settings.quantization == "4bit":
-            quant = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-            )
-        elif settings.quantization == "8bit":
-            quant = BitsAndBytesConfig(load_in_8bit=True)
-
-        # The adapter's folder wins when training saved the tokenizer there: it carries the
-        # chat template the adapter was trained with.
-        tok_source = str(adapter_dir) if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else settings.llm
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(tok_source, **common)
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"could not load the tokenizer from {tok_source!r}: {_short(e)}", code="model_load_failed") from e
-
-        kwargs: dict[str, Any] = dict(
-            dtype=dtype,
-            device_map={"": device},
-            use_safetensors=None if settings.allow_pickle else True,
-            **common,
-        )
-        if quant is not None:
-            kwargs["quantization_config"] = quant
-        try:
-            model = AutoModelForCausalLM.from_pretrained(settings.llm, **kwargs)
-        except ImportError as e:
-            raise ModelError(
-                f"RAG_QUANTIZATION={settings.quantization} needs a working bitsandbytes ({_short(e)}): "
-                "install it, or set RAG_QUANTIZATION=none.",
-                code="model_load_failed",
-            ) from e
-        except Exception as e:  # noqa: BLE001
-            hint = (
-                " The model has no safetensors weights: set RAG_ALLOW_PICKLE=1 only if you trust its files."
-                if "safetensors" in str(e) and not settings.allow_pickle
-                else " If it is a local path, check it exists; if a Hugging Face id, check the name, the network and HF_TOKEN."
-            )
-            raise ModelError(f"could not load RAG_LLM={settings.llm!r}: {_short(e)}.{hint}", code="model_load_failed") from e
-
-        if settings.adapter:
-            model = _load_adapter(model, settings, adapter_dir, hub)
+        loaded = load(settings)
+        model = loaded.model
         model.eval()
-
-        vocab_rows = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > vocab_rows:
-            raise ModelError(
-                f"the tokenizer from {tok_source!r} has {len(tokenizer)} tokens but the model's embeddings have "
-                f"{vocab_rows} rows: tokenizer and model do not belong together.",
-                code="model_mismatch",
-            )
-
-        max_pos = _max_positions(model.config, tokenizer)
+        max_pos = max_positions(model.config, loaded.tokenizer)
         if settings.context_tokens:
             ctx = min(settings.context_tokens, max_pos) if max_pos else settings.context_tokens
         else:
             ctx = min(max_pos or 4096, DEFAULT_CONTEXT_CAP)
-        return cls(model, tokenizer, model_id=settings.llm, context_tokens=ctx, adapter_id=settings.adapter,
+        return cls(model, loaded.tokenizer, model_id=settings.llm, context_tokens=ctx, adapter_id=settings.adapter,
                    settings=settings)
 
     # -- generation
@@ -677,23 +467,3 @@ class Generator:
         gen.read()
         return gen
 
-
-def _load_adapter(model: Any, settings: Settings, adapter_dir: Path | None, hub: dict) -> Any:
-    from peft import PeftModel
-
-    adapter_cfg = read_json(adapter_dir / "adapter_config.json") if adapter_dir else {}
-    trained_for = adapter_cfg.get("base_model_name_or_path", "unknown (no adapter_config.json)")
-    if adapter_dir is not None:
-        check_adapter_dir(adapter_dir, "RAG_ADAPTER", llm=settings.llm, base_config=model.config,
-                           shapes=linear_shapes(model), allow_pickle=settings.allow_pickle)
-    try:
-        return PeftModel.from_pretrained(model, settings.adapter, is_trainable=False, **hub)
-    except Exception as e:  # noqa: BLE001
-        mismatch = "size mismatch" in str(e) or "shape" in str(e).lower()
-        what = "does not fit the base model" if mismatch else "could not be loaded"
-        raise ModelError(
-            f"the adapter RAG_ADAPTER={settings.adapter!r} {what}: it was trained for base "
-            f"{trained_for!r}, but RAG_LLM is {settings.llm!r} ({_short(e, 200)}). "
-            "Set RAG_LLM to the adapter's base model, or use an adapter trained on this base.",
-            code="adapter_mismatch",
-        ) from e

@@ -23,7 +23,8 @@ from _models import (  # noqa: F401 - fixtures
 
 from rag.config import Settings
 from rag.errors import ConfigError, InputError, ModelError
-from rag.generate import Generator, _held_back
+from rag.decoding import held_back as _held_back
+from rag.generate import Generator
 from rag.prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, Passage, build_prompt, encode_prompt
 from rag.request import AskRequest
 

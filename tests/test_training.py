@@ -21,6 +21,7 @@ from _models import (  # noqa: F401 - fixtures
     save_model,
     tiny_chat_model,
     tiny_models,
+    tiny_pickle_model,
     tiny_plain_model,
 )
 from conftest import shared_data
@@ -294,6 +295,26 @@ def test_adapter_loads_in_serving_and_changes_the_answer(trained, tiny_chat_mode
     prompt = trained.prepared.train[0]["prompt"]
     req = AskRequest(question="x", max_new_tokens=8).validate(Settings())
     assert tuned.stream(prompt, req).read() != base.stream(prompt, req).read()
+
+
+def test_serving_loads_the_base_and_tokenizer_exactly_as_training_did(trained, tiny_chat_model):
+    from rag.generate import Generator
+    from rag.modeling import tokenizer_settings
+
+    settings = Settings(llm=str(tiny_chat_model), device="cpu")
+    bare = Generator.load(settings)
+    tuned = Generator.load(settings.with_(adapter=str(trained.output_dir)))  # its tokenizer: the one training saved
+    trained_tok = trained.trainer.processing_class
+    assert tokenizer_settings(trained_tok) == tokenizer_settings(bare.tokenizer) == tokenizer_settings(tuned.tokenizer)
+    base_params = [p for n, p in trained.trainer.model.named_parameters() if "lora_" not in n]
+    assert {p.dtype for p in base_params} == {bare.model.dtype} == {torch.float32}
+    assert trained.card["hyperparameters"]["compute_dtype"] == "float32"
+
+
+def test_training_refuses_pickle_weights_as_serving_does(tiny_pickle_model, dataset_file, tmp_path, no_model_loads):
+    with pytest.raises(ModelError, match="--base-model=.*pickle weights") as e:
+        main(args_for(tiny_pickle_model, dataset_file, tmp_path / "o"), settings=Settings())
+    assert e.value.code == "pickle_weights"
 
 
 def test_serving_refuses_a_prompt_format_or_base_mismatch(trained, tmp_path):

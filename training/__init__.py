@@ -6,3 +6,20 @@ trains a LoRA adapter with TRL's SFTTrainer; ``training.merge_adapter`` merges a
 into its fp16/bf16 base and verifies the result; ``training.replicate_train`` is Cog's
 ``train`` entry. Nothing heavy is imported here.
 """
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+
+def run_cli(main: Callable[[], Any]) -> int:
+    """Run a script's ``main``: a RagError is printed as ``error [code]: message`` (exit 2), never a traceback."""
+    from rag.errors import RagError
+
+    try:
+        main()
+    except RagError as e:
+        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        return 2
+    return 0

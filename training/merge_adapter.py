@@ -37,8 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag import modeling
+from training import run_cli
 from rag.config import Settings
-from rag.errors import ConfigError, ModelError, RagError
+from rag.errors import ConfigError, ModelError
 
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_TOLERANCE = {"fp32": 1e-3, "fp16": 0.5, "bf16": 1.0}  # max |Δlogit|; half precision rounds W + BA
@@ -109,18 +111,6 @@ def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str
     return adapter, out, base
 
 
-def _resolve(args: MergeArgs) -> tuple[str, str]:
-    import torch
-
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.startswith("cuda") else "fp32"
-    return device, dtype
-
-
 def probe_ids(tokenizer: Any, n: int, context_tokens: int) -> list[list[int]]:
     from rag.prompt import Passage, build_prompt, encode_prompt
 
@@ -161,31 +151,23 @@ def main(args: MergeArgs, settings: Settings | None = None) -> MergeResult:
     settings = Settings.from_env() if settings is None else settings
     token = settings.hf_token
     adapter, out, base = validate(args, token)
-    device, dtype_name = _resolve(args)
 
     import torch
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
-    hub = {"token": token} if token else {}
-    common = dict(trust_remote_code=args.trust_remote_code, **hub)
-    try:
-        config = AutoConfig.from_pretrained(base, **common)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"could not load the config of base {base!r}: {' '.join(str(e).split())[:300]}",
-                         code="model_load_failed") from e
+    # Never quantised: LoRA deltas merged into 4-bit weights would be re-quantised away.
+    merge_settings = settings.with_(llm=base, adapter=str(adapter), quantization="none", device=args.device,
+                                    trust_remote_code=args.trust_remote_code)
+    dtype = None if args.dtype == "auto" else getattr(torch, modeling.DTYPE_NAMES[args.dtype])
+    options = modeling.load_options(merge_settings, dtype=dtype, device_var="--device")
+    dtype_name = {v: k for k, v in modeling.DTYPE_NAMES.items()}[options.dtype_name]
+    device = options.device
+    config = modeling.load_config(base, options, "--base")
     if getattr(config, "quantization_config", None):
         raise ConfigError(f"base {base!r} is a quantized checkpoint: merge into its fp16/bf16 original instead "
                           "(a LoRA merged into quantized weights loses its update).", code="quantized_base")
-    tok_src = str(adapter) if (adapter / "tokenizer_config.json").exists() else base
-    tokenizer = AutoTokenizer.from_pretrained(tok_src, **common)
-
-    def load_base(path: str):
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map={"": device}, **common)
-
     print(f"loading {base} in {dtype_name} on {device} with adapter {adapter}", flush=True)
-    model = PeftModel.from_pretrained(load_base(base), str(adapter), is_trainable=False).eval()
+    loaded = modeling.load(merge_settings, var="--base", adapter_var="--adapter", dtype=options.dtype)
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
     ctx = getattr(config.get_text_config() if hasattr(config, "get_text_config") else config,
                   "max_position_embeddings", None) or 2048
     ids = probe_ids(tokenizer, args.probes, min(int(ctx), 4096))
@@ -207,7 +189,7 @@ def main(args: MergeArgs, settings: Settings | None = None) -> MergeResult:
         torch.cuda.empty_cache()
 
     # Verify what was written, not what is in memory.
-    reloaded = load_base(str(out)).eval()
+    reloaded = modeling.load_base(str(out), options, "--output").eval()
     fresh = logits_for(reloaded, ids)
     diff = max(float((a - b).abs().max()) for a, b in zip(reference, fresh))
     agree = sum(float((a.argmax(-1) == b.argmax(-1)).float().mean()) for a, b in zip(reference, fresh)) / len(ids)
@@ -262,12 +244,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MergeArgs:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    try:
-        main(parse_args(argv))
-    except RagError as e:
-        print(f"error [{e.code}]: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: main(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -43,17 +43,22 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from rag import modeling
+from training import run_cli
+from training.card import build_card, write_card
 from rag.config import Settings
-from rag.errors import ConfigError, ModelError, RagError
+from rag.errors import ConfigError, ModelError
 
 CHECKPOINTS = "checkpoints"
-CARD_JSON = "training_card.json"
-CARD_MD = "README.md"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+# TrainArgs fields that SFTConfig takes under the same name.
+SFT_PASSTHROUGH = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                   "learning_rate", "lr_scheduler_type", "weight_decay", "max_grad_norm", "logging_steps",
+                   "gradient_checkpointing", "seed")
 
 
 class TrainingError(ModelError):
@@ -135,22 +140,6 @@ def bitsandbytes_status() -> tuple[bool, str]:
     return True, ""
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def resolve_device(args: TrainArgs) -> str:
-    if args.device == "auto":
-        return "cuda" if _cuda_available() else "cpu"
-    if args.device.startswith("cuda") and not _cuda_available():
-        raise ConfigError(f"--device {args.device} but no CUDA GPU is visible: use --device cpu or auto.")
-    if args.device != "cpu" and not args.device.startswith("cuda"):
-        raise ConfigError(f"--device {args.device!r}: use auto, cpu or cuda[:N].")
-    return args.device
-
-
 def quantization_of(args: TrainArgs, device: str) -> str:
     """'4bit', '8bit' or 'none' (after the conflict check)."""
     if args.load_in_8bit:
@@ -193,7 +182,7 @@ def validate_args(args: TrainArgs) -> tuple[str, str]:
         raise ConfigError(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}.")
     if args.max_length < 64:
         raise ConfigError(f"--max-length {args.max_length} is too small for a prompt with passages; use 1024 or more.")
-    device = resolve_device(args)
+    device = modeling.resolve_device(args.device, "--device")
     quant = quantization_of(args, device)
     if quant != "none":
         ok, why = bitsandbytes_status()
@@ -271,22 +260,11 @@ def nan_callback():
 # --------------------------------------------------------------------------- main
 
 
-def _dtypes(device: str):
-    import torch
-
-    if device.startswith("cuda"):
-        bf16 = torch.cuda.is_bf16_supported()
-        return (torch.bfloat16 if bf16 else torch.float16), bf16
-    return torch.float32, False
-
-
-def _max_positions(config) -> int | None:
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
-        v = getattr(cfg, name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+def settings_for(args: TrainArgs, settings: Settings, device: str, quant: str) -> Settings:
+    """The Settings the base model is loaded with: the environment's, with this run's model, device,
+    quantisation and trust; serving loads the same model with the same Settings the same way."""
+    return settings.with_(llm=args.base_model, adapter=None, device=device, quantization=quant,
+                          trust_remote_code=args.trust_remote_code)
 
 
 def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | None = None) -> TrainResult:
@@ -309,20 +287,14 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
                            "`rag ingest`).", code="index_required")
     out = Path(args.output_dir)
 
-    from transformers import AutoConfig, AutoTokenizer
-
-    hub = {"token": settings.hf_token} if settings.hf_token else {}
-    try:
-        config = AutoConfig.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
-        tokenizer = AutoTokenizer.from_pretrained(args.base_model, trust_remote_code=args.trust_remote_code, **hub)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(
-            f"could not load the config/tokenizer of --base-model {args.base_model!r}: {' '.join(str(e).split())[:300]}"
-            " — check the path or id, the network and HF_TOKEN (PhoGPT also needs --trust-remote-code).",
-            code="model_load_failed",
-        ) from e
+    model_settings = settings_for(args, settings, device, quant)
+    base_dir = modeling.locate(args.base_model, "--base-model")
+    modeling.check_base_dir(args.base_model, base_dir, "--base-model", model_settings.allow_pickle)
+    options = modeling.load_options(model_settings, device_var="--device")
+    config = modeling.load_config(args.base_model, options, "--base-model")
+    tokenizer = modeling.load_tokenizer(args.base_model, options)
     max_length = args.max_length
-    limit = _max_positions(config)
+    limit = modeling.max_positions(config)
     if limit and max_length > limit:
         print(f"note: --max-length {max_length} is above the model's {limit} positions; using {limit}.")
         max_length = limit
@@ -337,11 +309,12 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
 
     import torch
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    dtype, bf16 = _dtypes(device)
+    dtype = options.dtype
+    bf16 = dtype == torch.bfloat16
     ckpt_dir = out / CHECKPOINTS
     if args.overwrite and not args.resume:
         for f in ADAPTER_FILES:
@@ -351,20 +324,8 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
     if args.resume:
         resume_from = get_last_checkpoint(str(ckpt_dir)) if args.resume == "last" else args.resume
 
-    quant_config = None
-    if quant == "4bit":
-        quant_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                          bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-    elif quant == "8bit":
-        quant_config = BitsAndBytesConfig(load_in_8bit=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            args.base_model, dtype=dtype, quantization_config=quant_config, device_map={"": device},
-            trust_remote_code=args.trust_remote_code, **hub,
-        )
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"could not load --base-model {args.base_model!r}: {' '.join(str(e).split())[:300]}",
-                         code="model_load_failed") from e
+    model = modeling.load_base(args.base_model, options, "--base-model")
+    modeling.check_vocabulary(tokenizer, model, args.base_model)
     model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
 
     targets: Any = args.target_modules
@@ -379,18 +340,10 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
         optim = "paged_adamw_32bit" if quant != "none" and device.startswith("cuda") else "adamw_torch"
     sft_args = SFTConfig(
         output_dir=str(ckpt_dir),
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
+        **{name: getattr(args, name) for name in SFT_PASSTHROUGH},
         per_device_eval_batch_size=args.per_device_train_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=args.lr_scheduler_type,
         warmup_steps=args.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm,
         optim=optim,
-        logging_steps=args.logging_steps,
         logging_nan_inf_filter=False,  # a NaN must reach the NaN callback, not be averaged away
         eval_strategy="steps" if has_eval else "no",
         eval_steps=args.eval_steps,
@@ -400,13 +353,11 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
         load_best_model_at_end=has_eval,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        gradient_checkpointing=args.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=bf16,
         fp16=device.startswith("cuda") and not bf16,
         use_cpu=device == "cpu",
         max_length=max_length,
-        seed=args.seed,
         data_seed=args.seed,
         report_to="none",
         dataloader_num_workers=0,
@@ -455,114 +406,6 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
     return TrainResult(output_dir=out, card=card, trainer=trainer, prepared=prepared)
 
 
-# --------------------------------------------------------------------------- the training card
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "rag"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def build_card(args, prepared, trainer, train_out, final_eval, *, device, quant, dtype, max_length, resume_from,
-               seconds) -> dict:
-    from rag.prompt import PROMPT_FORMAT_VERSION
-
-    state = trainer.state
-    losses = [e["loss"] for e in state.log_history if "loss" in e]
-    hyper = {k: v for k, v in asdict(args).items()
-             if k not in ("dataset", "output_dir", "index_dir", "resume", "overwrite", "dry_run", "base_model")}
-    hyper.update(max_length=max_length, effective_batch=args.effective_batch,
-                 quantization={"4bit": "4-bit NF4, double quantization", "8bit": "8-bit (LLM.int8)"}.get(quant, "none"),
-                 compute_dtype=str(dtype).split(".")[-1], device=device,
-                 optim=trainer.args.optim.value if hasattr(trainer.args.optim, "value") else str(trainer.args.optim))
-    max_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else state.max_steps
-    return {
-        "card_version": 1,
-        "base_model": args.base_model,
-        "prompt_format_version": PROMPT_FORMAT_VERSION,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dataset": {
-            "files": [Path(f).name for f in prepared.read.files],
-            "sha256": prepared.read.sha256,
-            "records_sha256": prepared.records_sha256,
-            "rows": prepared.read.rows,
-            "kinds": dict(prepared.read.kinds),
-            "duplicates_removed": prepared.read.duplicates,
-            "refusals": prepared.read.refusals,
-            "refusals_rewritten": prepared.read.refusals_mapped,
-            "train": len(prepared.train),
-            "eval": len(prepared.eval),
-            **prepared.counts,
-            "token_lengths": prepared.lengths,
-            "system_prompt": args.system_prompt,
-        },
-        "hyperparameters": hyper,
-        "results": {
-            "train_loss": round(losses[-1], 6) if losses else None,
-            "train_loss_mean": round(train_out.training_loss, 6) if train_out is not None else None,
-            "eval_loss": round(final_eval["eval_loss"], 6) if "eval_loss" in final_eval else None,
-            "best_eval_loss": state.best_metric,
-            "global_step": state.global_step,
-            "epochs": round(state.epoch or 0.0, 3),
-            "stopped_early": bool(max_steps and state.global_step < max_steps),
-            "resumed_from": Path(resume_from).name if resume_from else None,
-            "seconds": round(seconds, 1),
-        },
-        "software": _versions(),
-        "serving": {"RAG_LLM": args.base_model, "RAG_QUANTIZATION": "4bit" if quant == "4bit" else "none",
-                    "RAG_SYSTEM_PROMPT": args.system_prompt,
-                    "RAG_TRUST_REMOTE_CODE": "1" if args.trust_remote_code else None},
-    }
-
-
-def write_card(out: Path, card: dict) -> None:
-    from rag.prompt import PROMPT_META_FILE
-
-    (out / CARD_JSON).write_text(json.dumps(card, ensure_ascii=False, indent=2), encoding="utf-8")
-    meta = {"prompt_format_version": card["prompt_format_version"], "base_model": card["base_model"],
-            "system_prompt": card["dataset"].get("system_prompt"), "training_card": CARD_JSON}
-    (out / PROMPT_META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    d, h, r = card["dataset"], card["hyperparameters"], card["results"]
-    lines = [
-        f"# LoRA adapter for {card['base_model']}",
-        "",
-        "Trained with `training/train_qlora.py` on regulation Q&A; prompts rendered by `rag.prompt` "
-        f"(format `{card['prompt_format_version']}`). Serve with:",
-        "",
-        "```bash",
-        f"RAG_LLM={card['base_model']} RAG_ADAPTER=<this directory> RAG_QUANTIZATION={card['serving']['RAG_QUANTIZATION']} "
-        "rag ask \"…\"",
-        "```",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| base model | `{card['base_model']}` |",
-        f"| prompt format | `{card['prompt_format_version']}` |",
-        f"| dataset | {', '.join(d['files'])} (sha256 `{d['sha256'][:16]}…`) |",
-        f"| rows | {d['rows']} read, {d['duplicates_removed']} duplicates removed, {d['refusals']} refusals |",
-        f"| split | {d['train']} train / {d['eval']} eval |",
-        f"| length | max {h['max_length']} tokens; {d['truncated']} truncated, "
-        f"{d['dropped_prompt_too_long'] + d['dropped_answer_too_long']} dropped |",
-        f"| LoRA | r={h['lora_r']}, alpha={h['lora_alpha']}, dropout={h['lora_dropout']}, {h['target_modules']} |",
-        f"| optimisation | lr {h['learning_rate']}, {h['num_train_epochs']} epochs (max_steps {h['max_steps']}), "
-        f"effective batch {h['effective_batch']}, {h['lr_scheduler_type']}, {h['optim']} |",
-        f"| base precision | {h['quantization']}, compute {h['compute_dtype']} on {h['device']} |",
-        f"| final loss | train {r['train_loss']}, eval {r['eval_loss']} (best {r['best_eval_loss']}) |",
-        f"| steps | {r['global_step']} ({r['epochs']} epochs){', stopped early' if r['stopped_early'] else ''} |",
-        "",
-        f"Full details: `{CARD_JSON}`.",
-        "",
-    ]
-    (out / CARD_MD).write_text("\n".join(lines), encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -598,12 +441,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainArgs:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        main(args)
-    except RagError as e:
-        print(f"error [{e.code}]: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: main(args))
 
 
 if __name__ == "__main__":
