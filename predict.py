@@ -28,8 +28,8 @@ generating thread. Replicate scales out by adding containers, one prediction eac
 An async runner for concurrency would need a second ``run`` signature (the static
 parser reads one method of one class), so there is none.
 
-Output (``output_format``): ``text`` streams the answer and ends with the "Nguồn:"
-block; ``json`` yields one JSON document (``rag.render.answer_json``: answer,
+Output (``output_format``): ``text`` streams the answer and ends with the sources
+block (``rag.render.sources_block``); ``json`` yields one JSON document (``rag.render.answer_json``: answer,
 citations, usage, timings, retrieved passages). Metrics per prediction:
 ``retrieval_ms``, ``time_to_first_token_ms``, ``input_token_count`` and
 ``output_token_count`` (the token counts only when an LLM answered).
@@ -58,13 +58,14 @@ class RunnerError(Exception):
 class Runner(BaseRunner):
     def setup(self, weights: Optional[str] = None) -> None:
         from rag.pipeline import Pipeline
-        from rag.weights import WeightsCache, _redact, resolve_deployment
+        from rag.errors import redact
+        from rag.weights import WeightsCache, resolve_deployment
 
         try:
             settings = Settings.from_env(os.environ)
             self.cache = WeightsCache.from_settings(settings)  # also holds per-request lora_weights
             if weights and settings.adapter:
-                print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={_redact(settings.adapter)!r}", flush=True)
+                print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={redact(settings.adapter, client=False)!r}", flush=True)
             settings = resolve_deployment(settings, weights=str(weights) if weights else None, cache=self.cache)
             self.pipeline = Pipeline.from_settings(settings)
             s, p = self.pipeline.settings, self.pipeline
@@ -152,7 +153,7 @@ class Runner(BaseRunner):
 
 
 class _errors:
-    """Any failure → ``RunnerError(rag.serving.public_message(e))``: "<code>: <message>", the same string the
+    """Any failure → ``RunnerError(rag.errors.public_message(e))``: "<code>: <message>", the same string the
     RunPod worker returns, with no traceback, path or host name; a bug's traceback goes to the logs only.
     Cancellation (Cog's CancelationException, asyncio.CancelledError) is a BaseException and passes through."""
 
@@ -160,7 +161,7 @@ class _errors:
         return self
 
     def __exit__(self, kind, e, tb):
-        from rag.serving import public_message
+        from rag.errors import public_message
 
         if e is None or not isinstance(e, Exception) or isinstance(e, RunnerError):
             return False

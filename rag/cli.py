@@ -69,6 +69,8 @@ def cmd_search(args) -> int:
             if line.strip():
                 print(_dump(pipe.search(line, args.top_k).to_dict()), flush=True)
         return 0
+    from .render import citation_label
+
     result = pipe.search(args.question, args.top_k)
     if args.json:
         print(_dump(result.to_dict()))
@@ -76,7 +78,7 @@ def cmd_search(args) -> int:
     if not result.hits:
         print("(no results)")
     for h in result.hits:
-        print(f"{h.rank}. [{h.score:.4f}] {h.chunk.citation().label()}")
+        print(f"{h.rank}. [{h.score:.4f}] {citation_label(h.chunk.citation())}")
         body = h.chunk.text.replace("\n", " ")
         print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
     return 0
@@ -95,23 +97,11 @@ def _request(args, question: str, history=None) -> dict:
     return req
 
 
-def _print_sources(answer) -> None:
-    if answer.citations:
-        print("\nNguồn:")
-        for i, c in enumerate(answer.citations, 1):
-            print(f"  [{i}] {c.label()}")
-    if answer.unsupported_citations:
-        print("  (không có trong tài liệu được truy xuất: " + ", ".join(answer.unsupported_citations) + ")")
-
-
-def cmd_ask(args) -> int:
+def _print_answer(pipe, req):
+    """Stream the answer to the terminal as it is generated, then its sources (``rag.render.terminal_sources``)."""
     from .pipeline import Delta, Final
+    from .render import terminal_sources
 
-    pipe = _pipeline(args)
-    req = _request(args, args.question)
-    if args.json:
-        print(_dump(pipe.answer(req).to_dict()))
-        return 0
     final = None
     for event in pipe.stream(req):
         if isinstance(event, Delta):
@@ -119,16 +109,28 @@ def cmd_ask(args) -> int:
         elif isinstance(event, Final):
             final = event.answer
     print()
-    _print_sources(final)
+    sources = terminal_sources(final)
+    if sources:
+        print(sources)
+    return final
+
+
+def cmd_ask(args) -> int:
+    pipe = _pipeline(args)
+    req = _request(args, args.question)
+    if args.json:
+        print(_dump(pipe.answer(req).to_dict()))
+        return 0
+    _print_answer(pipe, req)
     return 0
 
 
 def cmd_chat(args) -> int:
-    from .pipeline import Delta, Final
+    from .texts import CHAT_GREETING
 
     pipe = _pipeline(args)
     history: list[dict] = []
-    print("Hỏi về quy chế (gõ /exit để thoát, /reset để bắt đầu lại).")
+    print(CHAT_GREETING)
     while True:
         try:
             question = input("\n> ").strip()
@@ -143,14 +145,7 @@ def cmd_chat(args) -> int:
         if not question:
             continue
         try:
-            final = None
-            for event in pipe.stream(_request(args, question, history[-8:])):
-                if isinstance(event, Delta):
-                    print(event.text, end="", flush=True)
-                elif isinstance(event, Final):
-                    final = event.answer
-            print()
-            _print_sources(final)
+            final = _print_answer(pipe, _request(args, question, history[-8:]))
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
         except InputError as e:
             print(f"error [{e.code}]: {e}", file=sys.stderr)

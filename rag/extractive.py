@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from .retrieve import REFUSAL, Retrieval
+from .retrieve import Retrieval
+from .texts import REFUSAL
 from .types import Answer, Hit
 
 MAX_QUOTE_CHARS = 1200

@@ -42,15 +42,14 @@ from .adapters import (
     refuse_pickle,
 )
 from .config import Settings
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, redact
 
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 def short(e: BaseException, limit: int = 300) -> str:
-    """An exception as one line of at most ``limit`` characters, for messages."""
-    s = " ".join(str(e).split())
-    return s if len(s) <= limit else s[:limit] + "…"
+    """A library's error inside one of ours: one line, no URL credentials, capped (``rag.errors.redact``)."""
+    return redact(str(e), client=False, limit=limit)
 
 
 # --------------------------------------------------------------------------- choices

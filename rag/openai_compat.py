@@ -13,9 +13,9 @@ Sources travel two ways, so both plain and rag-aware clients get them:
   that carries ``finish_reason`` (streaming): one object per citation, with its
   house-style ``label`` and the fields of ``Citation`` (document, source, page,
   chapter, article, article_title, clause, point). ``refused`` rides along.
-- a "Nguồn:" block appended to the message text, listing the citations whose
-  label the answer does not already quote (an extractive answer quotes them
-  all, so it gets no block).
+- a sources block appended to the message text (``rag.render.message_block``),
+  listing the citations whose label the answer does not already quote (an
+  extractive answer quotes them all, so it gets no block).
 
 ``chat_outputs`` turns a pipeline's events into the outputs of one completion and
 ``error_response`` an exception into OpenAI's error object with its HTTP status: RunPod's
@@ -44,6 +44,7 @@ from typing import Any, Mapping
 
 from .config import Settings
 from .errors import InputError
+from .render import message_block, message_text, sources
 from .request import MAX_HISTORY_TURNS, AskRequest
 from .types import Answer
 
@@ -51,7 +52,6 @@ ROUTE_CHAT = "/v1/chat/completions"
 ROUTE_MODELS = "/v1/models"
 ROUTES = (ROUTE_CHAT, ROUTE_MODELS)
 SSE_DONE = "data: [DONE]\n\n"
-SOURCES_HEADING = "Nguồn:"
 
 # OpenAI field -> AskRequest field
 _MAPPED = {
@@ -185,9 +185,9 @@ def served_model_name(settings: Settings) -> str:
     if not name:
         return "rag-extractive"
     if name.startswith(("http://", "https://")):
-        from .weights import _redact
+        from .errors import redact
 
-        name = _redact(name)  # no signed-URL query string or credentials
+        name = redact(name, client=False)  # no signed-URL query string or credentials
         return PurePath(name.rstrip("/")).name or "rag-model"
     if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
         return PurePath(name.rstrip("/")).name or "rag-model"
@@ -199,20 +199,6 @@ def models_list(model: str, created: int | None = None) -> dict:
         "object": "list",
         "data": [{"id": model, "object": "model", "created": int(created or time.time()), "owned_by": "rag"}],
     }
-
-
-def sources(answer: Answer) -> list[dict]:
-    return [{"index": i, "label": c.label(), **c.to_dict()} for i, c in enumerate(answer.citations, 1)]
-
-
-def citation_block(answer: Answer) -> str:
-    """'\\n\\nNguồn:\\n[1] …' for the citations the text does not already quote; '' when there are none."""
-    if answer.refused or not answer.citations:
-        return ""
-    missing = [(i, c.label()) for i, c in enumerate(answer.citations, 1) if c.label() not in answer.text]
-    if not missing:
-        return ""
-    return f"\n\n{SOURCES_HEADING}\n" + "\n".join(f"[{i}] {label}" for i, label in missing)
 
 
 def usage(answer: Answer) -> dict:
@@ -248,7 +234,7 @@ class ChatFormatter:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.text + citation_block(answer)},
+                    "message": {"role": "assistant", "content": message_text(answer)},
                     "finish_reason": finish_reason(answer),
                 }
             ],
@@ -276,7 +262,7 @@ class ChatFormatter:
     def final_chunks(self, answer: Answer) -> list[dict]:
         """The citation block (if any), the chunk with finish_reason + sources, and the usage chunk if asked for."""
         out = []
-        block = citation_block(answer)
+        block = message_block(answer)
         if block:
             out.append(self.delta_chunk(block))
         out.append(self._chunk({}, finish_reason(answer), sources=sources(answer), refused=answer.refused))
@@ -314,11 +300,11 @@ _STATUS = {"invalid_input": 400, "bad_config": 422, "adapter_mismatch": 422, "we
 def error_response(exc: BaseException, status: int | None = None) -> tuple[int, dict]:
     """(HTTP status, ``{"error": {"message", "type", "param", "code"}}``) for ``exc``, as OpenAI answers.
 
-    The message is ``rag.serving.public_message``'s: no traceback, path or host name. ``param`` is the
+    The message is ``rag.errors.public_message``'s: no traceback, path or host name. ``param`` is the
     request field the message names first (``'max_tokens'=0 is out of range`` → ``max_tokens``)."""
     import re
 
-    from .serving import error_code, public_message
+    from .errors import error_code, public_message
 
     code = error_code(exc)
     status = status or _STATUS.get(code, 500)
@@ -330,6 +316,6 @@ def error_response(exc: BaseException, status: int | None = None) -> tuple[int, 
 
 __all__ = [
     "ROUTES", "ROUTE_CHAT", "ROUTE_MODELS", "SSE_DONE", "CHAT_FIELDS", "ChatRequest", "ChatFormatter",
-    "parse_chat", "served_model_name", "models_list", "sources", "citation_block", "sse", "chat_outputs",
+    "parse_chat", "served_model_name", "models_list", "sources", "sse", "chat_outputs",
     "error_response",
 ]

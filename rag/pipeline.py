@@ -24,7 +24,8 @@ from .errors import ConfigError, RagError
 from .extractive import extractive_answer
 from .index import Index
 from .request import AskRequest
-from .retrieve import REFUSAL, Retrieval, Retriever
+from .retrieve import Retrieval, Retriever
+from .texts import is_refusal
 from .types import Answer, Citation, Hit
 
 
@@ -139,7 +140,7 @@ class Pipeline:
             yield Delta(delta)
         text = "".join(pieces).strip()
         citations, unsupported = cite(text, used_hits)
-        refused = text.startswith(REFUSAL.rstrip(".")) or not text
+        refused = is_refusal(text)
         usage = dict(getattr(run, "usage", {}) or {})
         gen_timings = dict(getattr(run, "timings", {}) or {})
         if "first_token_ms" in gen_timings:

@@ -28,8 +28,6 @@ from .index import Index
 from .types import Hit
 
 RRF_K = 60
-REFUSAL = "Không tìm thấy quy định liên quan trong tài liệu."
-
 # Words that carry the question's form, not its topic (word-segmented forms, lower case).
 QUESTION_WORDS = frozenset("""
 em anh chị mình tôi tớ bạn cho hỏi xin ạ à ạ_ơi vậy thế nhỉ nhé không có được là thì mà bị và hay hoặc

@@ -4,7 +4,7 @@ For a campus machine, Open WebUI, LangChain or any ``openai`` client:
 
 - ``POST /v1/chat/completions``: a chat completion, whole or streamed as server-sent
   events (``"stream": true``), with the answer's sources (``sources`` field and a
-  "Nguồn:" block; see ``rag.openai_compat``);
+  sources block; see ``rag.openai_compat``);
 - ``GET /v1/models``: the one model this server answers with;
 - ``GET /health``: ``{"status": "ok", "model", "chunks"}``.
 

@@ -88,22 +88,10 @@ class Citation:
         return asdict(self)
 
     def label(self) -> str:
-        """Human label in the house citation style: 'Điều 10 (Cảnh báo học tập), Khoản 2 — <document>, tr. 4'."""
-        parts = []
-        if self.article:
-            a = f"Điều {self.article}"
-            if self.article_title:
-                a += f" ({self.article_title})"
-            parts.append(a)
-        if self.clause:
-            parts.append(f"Khoản {self.clause}")
-        if self.point:
-            parts.append(f"Điểm {self.point}")
-        head = ", ".join(parts)
-        tail = self.document
-        if self.page:
-            tail += f", tr. {self.page}"
-        return f"{head} — {tail}" if head else tail
+        """The house citation label (``rag.render.citation_label``, its one writer)."""
+        from .render import citation_label
+
+        return citation_label(self)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .config import Settings, cache_home
-from .errors import ConfigError, ModelError, RagError
+from .errors import ConfigError, ModelError, RagError, redact
 
 ADAPTER_MARKER = "adapter_config.json"
 INDEX_MARKER = "manifest.json"
@@ -56,23 +56,6 @@ def default_cache_dir() -> Path:
 
 def is_url(ref: str) -> bool:
     return ref.startswith(("http://", "https://"))
-
-
-def _redact(url: str) -> str:
-    """A URL as it may appear in messages and logs: no query string or fragment (signed URLs carry
-    tokens there) and no user:password@ part."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("?", 1)[0].split("@")[-1]
-    if not parts.scheme:
-        return url.split("?", 1)[0]
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -98,7 +81,7 @@ class WeightsCache:
         from filelock import FileLock, Timeout
 
         if not is_url(url):
-            raise error(f"{what}: {_redact(url)!r} is not an http(s) URL.", code="weights_unreachable")
+            raise error(f"{what}: {redact(url, client=False)!r} is not an http(s) URL.", code="weights_unreachable")
         # A private download is cached per token: a caller without the token must not get it from the cache.
         token_part = hashlib.sha256(token.encode()).hexdigest() if token and _is_hf_host(url) else ""
         key = hashlib.sha256(f"{url}\n{token_part}".encode()).hexdigest()[:32]
@@ -112,7 +95,7 @@ class WeightsCache:
                 self._download_and_unpack(url, entry, marker, what, error, token)
                 self.touch(entry)
         except Timeout as e:
-            raise error(f"{what}: another download of {_redact(url)} is still running; try again later.",
+            raise error(f"{what}: another download of {redact(url, client=False)} is still running; try again later.",
                         code="weights_busy") from e
         self.evict(keep=entry)
         return self._root(entry, marker, what, url, error)
@@ -155,9 +138,9 @@ class WeightsCache:
         staging = self.directory / f".{entry.name}.{tag}.unpack"
         try:
             _download(url, part, self.max_bytes, what, error, token)
-            unpack_tarball(part, staging, marker=marker, what=what, source=_redact(url), error=error,
+            unpack_tarball(part, staging, marker=marker, what=what, source=redact(url, client=False), error=error,
                            max_bytes=self.max_bytes)
-            (staging / _DONE).write_text(json.dumps({"url": _redact(url), "fetched_at": time.time()}))
+            (staging / _DONE).write_text(json.dumps({"url": redact(url, client=False), "fetched_at": time.time()}))
             shutil.rmtree(entry, ignore_errors=True)  # an incomplete leftover from a crash
             os.rename(staging, entry)
         finally:
@@ -168,7 +151,7 @@ class WeightsCache:
     def _root(entry: Path, marker: str, what: str, url: str, error) -> Path:
         root = find_marker(entry, marker)
         if root is None:  # cannot happen for entries we wrote; a hand-edited cache
-            raise error(f"{what}: the cached copy of {_redact(url)} has no {marker}; delete {entry} and retry.",
+            raise error(f"{what}: the cached copy of {redact(url, client=False)} has no {marker}; delete {entry} and retry.",
                         code="weights_invalid")
         return root
 
@@ -186,7 +169,7 @@ def _download(url: str, dest: Path, limit: int, what: str, error, token: str | N
         # The Hugging Face token goes to Hugging Face only, never to an arbitrary tarball host; an
         # unredirected header is not copied onto a redirect (Hugging Face's LFS redirects are signed).
         request.add_unredirected_header("Authorization", f"Bearer {token}")
-    shown = _redact(url)
+    shown = redact(url, client=False)
     try:
         # http(s) only: fetch() refuses other schemes (file://, ftp://) before we get here.
         with urllib.request.urlopen(request, timeout=READ_TIMEOUT_S) as resp, open(dest, "wb") as out:  # noqa: S310

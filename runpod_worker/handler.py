@@ -24,7 +24,7 @@ Job input, one of:
   ``{"openai_route": "/v1/chat/completions" | "/v1/models", "openai_input": {...}}``.
   Output: one ``chat.completion`` object, or server-sent-event strings of
   ``chat.completion.chunk`` objects ending with ``data: [DONE]`` (see
-  ``rag.openai_compat`` for the ``sources`` field and the "Nguồn:" block).
+  ``rag.openai_compat`` for the ``sources`` field and the sources block).
 
 Errors, whatever their cause, are one object ``{"error": "<code>: <message>"}``
 yielded as the last output (the SDK turns it into a failed job); the handler
@@ -165,7 +165,7 @@ class Worker:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Worker":
         """Load and warm up everything now; a failure is kept and reported to every job instead of crashing."""
         from rag.pipeline import Pipeline
-        from rag.serving import is_fatal_device_error
+        from rag.errors import is_fatal_device_error
 
         env = os.environ if env is None else env
         settings = None
@@ -206,7 +206,7 @@ class Worker:
 
     async def handler(self, job: Any) -> AsyncIterator[Any]:
         """The RunPod handler: yields outputs; ends with ``{"error": ...}`` instead of raising."""
-        from rag.serving import is_fatal_device_error, public_message
+        from rag.errors import is_fatal_device_error, public_message
 
         cancel = threading.Event()
         try:
@@ -250,10 +250,9 @@ class Worker:
     # -- the two input formats ---------------------------------------------------------------------------
     def _events(self, request: AskRequest, cancel: threading.Event, adapter: str | None = None):
         """The pipeline's events, off the event loop; text that piles up while a post is in flight is merged."""
-        from rag.serving import coalesce
         from rag.streaming import astream
 
-        return coalesce(astream(self.pipeline, request, cancel, adapter=adapter))
+        return astream(self.pipeline, request, cancel, adapter=adapter, coalesce=True)
 
     async def _ask(self, job: NativeJob, cancel: threading.Event):
         import asyncio

@@ -10,7 +10,7 @@ from _models import tiny_adapter, tiny_chat_model, tiny_models  # noqa: F401 - f
 from rag.errors import ConfigError
 from rag.pipeline import Delta, Final, Pipeline, cite
 from rag.request import AskRequest
-from rag.retrieve import REFUSAL
+from rag.texts import REFUSAL
 
 
 class RecordingGenerator:

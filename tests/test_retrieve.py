@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from rag.retrieve import REFUSAL
+from rag.texts import REFUSAL
 
 
 def _eval_rows():

@@ -35,7 +35,7 @@ from _runpod_helpers import (
 from rag.config import Settings
 from rag.errors import ConfigError, IndexError_, ModelError
 from rag.pipeline import Pipeline
-from rag.retrieve import REFUSAL
+from rag.texts import REFUSAL
 from runpod_worker.handler import Worker, max_concurrency_from_env, parse_job, runs_local_test, choose_hf_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",

@@ -32,7 +32,8 @@ if str(REPO) not in sys.path:  # `pytest` (not `python -m pytest`) does not put 
 
 from rag.config import Settings  # noqa: E402
 from rag.errors import ConfigError, ModelError  # noqa: E402
-from rag.prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, REFUSAL_TEXT, build_prompt, encode_prompt  # noqa: E402
+from rag.prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE, build_prompt, encode_prompt  # noqa: E402
+from rag.texts import REFUSAL  # noqa: E402
 from training import merge_adapter, train_qlora  # noqa: E402
 from training.data import DatasetError, parse_context, prepare, read_dataset  # noqa: E402
 from training.train_qlora import TrainArgs, TrainingError, main, nan_callback, validate_args  # noqa: E402
@@ -123,7 +124,7 @@ def test_hust_style_context_becomes_labelled_passages_and_refusals_are_rewritten
                                       "Điều 10. Cảnh báo học tập › Khoản 1")
     assert "điểm trung bình học kỳ dưới 1,0" in p.text and "chatbot" not in p.text
     refusal = by_q["Học phí học lại là bao nhiêu?"]
-    assert refusal.answer == REFUSAL_TEXT and refusal.passages == [] and refusal.refusal
+    assert refusal.answer == REFUSAL and refusal.passages == [] and refusal.refusal
     chat = by_q["Điều kiện tốt nghiệp là gì?"]
     assert chat.kind == "chat" and chat.passages[0].text.startswith("Sinh viên tích lũy")
     assert report.kinds == {"alpaca": 3, "qa": 2, "chat": 1}
@@ -188,7 +189,7 @@ def test_hust_file_converts_without_errors(tiny_chat_model):
     examples, read = read_dataset(path)
     assert read.rows == 1000 and read.kinds == {"alpaca": 1000}
     assert read.refusals >= 85  # the "N/A" rows, now the project's refusal sentence
-    assert all(e.answer == REFUSAL_TEXT for e in examples if e.refusal)
+    assert all(e.answer == REFUSAL for e in examples if e.refusal)
     assert all(e.passages for e in examples if not e.refusal)  # every answered row kept its context
     labels = [p.label for e in examples for p in e.passages]
     assert "Điều 2 (Ngành đào tạo, chương trình đào tạo), Khoản 6 — Quy chế đào tạo năm 2025" in labels

@@ -23,11 +23,11 @@ import pytest
 from rag.errors import Cancelled, ConfigError, InputError
 from rag.pipeline import Delta, Final
 from rag.request import AskRequest
-from rag.retrieve import REFUSAL
-from rag.types import Answer, Chunk, Citation, Hit
-from rag.ui import (WORK_CHOICE, BackendError, ChatApp, LocalBackend, ReplicateBackend, RunPodBackend, answer_from_text,
-                    chat_text, citation_from_label, example_questions, index_html, make_backend, request_limits,
-                    sources_html, text_html)
+from rag.render import message_text
+from rag.texts import REFUSAL
+from rag.types import Answer, Chunk, Hit
+from rag.ui import (WORK_CHOICE, BackendError, ChatApp, LocalBackend, ReplicateBackend, RunPodBackend,
+                    example_questions, index_html, make_backend, request_limits, sources_html, text_html)
 
 ARTICLE8 = "Điều 8 (Đăng ký khối lượng học tập)"
 PLANTED = '<script>window.__pwned=1</script> và <img src=x onerror="window.__pwned=2">'
@@ -165,7 +165,7 @@ def _planted_answer() -> Answer:
 def test_documents_and_answers_are_escaped_everywhere(app):
     answer = _planted_answer()
     panel = sources_html(answer)
-    for html_out in (panel, text_html(chat_text(answer))):
+    for html_out in (panel, text_html(message_text(answer))):
         assert "<script" not in html_out and "<img" not in html_out and "<b>" not in html_out
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in panel
     assert "onerror=&quot;window.__pwned=2&quot;" in panel and "nha&lt;xe&gt;.md" in panel
@@ -198,15 +198,6 @@ def test_planted_markup_in_a_real_document_comes_back_as_text(tmp_path, embedder
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in messages[-1]["content"]
     assert "<script" not in messages[-1]["content"] + sources and "<img" not in messages[-1]["content"] + sources
     assert "&lt;img src=x onerror=&quot;window.__pwned=2&quot;&gt;" in sources
-
-
-def test_chat_text_adds_sources_only_when_the_answer_does_not_name_them():
-    c = Citation(document="Quy chế đào tạo", source="a.md", page=3, article="8", article_title="Đăng ký", clause="2")
-    llm = Answer(text="Tối đa 24 tín chỉ.", refused=False, citations=[c], mode="llm")
-    assert chat_text(llm) == "Tối đa 24 tín chỉ.\n\nNguồn:\n[1] Điều 8 (Đăng ký), Khoản 2 — Quy chế đào tạo, tr. 3"
-    quoting = Answer(text=f"[1] {c.label()}: «…»", refused=False, citations=[c])
-    assert chat_text(quoting) == quoting.text
-    assert chat_text(Answer(text=REFUSAL, refused=True, citations=[])) == REFUSAL
 
 
 # -- example questions and the index page ----------------------------------------------------------
@@ -555,27 +546,6 @@ def test_stop_in_the_page_cancels_the_remote_job(tmp_path, settings_factory):
     polls = sum(1 for c in endpoint.calls if c[0] == "get")
     time.sleep(0.2)
     assert sum(1 for c in endpoint.calls if c[0] == "get") == polls  # and polling stopped
-
-
-def test_labels_read_back_into_citations():
-    for c in (Citation("Quy chế đào tạo", "", 4, None, "10", "Cảnh báo học tập", "2", "b"),
-              Citation("Quy chế đào tạo", "", None, None, "3", None, None, None),
-              Citation("Quy định học bổng", "", 2)):
-        assert citation_from_label(c.label()) == c
-    # What the Cog model streams (rag.render.sources_block) reads back into the same answer.
-    from rag.render import sources_block
-
-    cited = Answer(text="Theo Điều 10 và Điều 99 …", refused=False, citations=[
-        Citation("Quy chế đào tạo", "", 4, None, "10", "Cảnh báo học tập", "2", None),
-        Citation("Quy định học bổng", "", 2, None, "3", None, None, None)], unsupported_citations=["Điều 99"])
-    back = answer_from_text(cited.text + sources_block(cited))
-    assert (back.text, back.citations, back.unsupported_citations) == (cited.text, cited.citations, ["Điều 99"])
-    lone = answer_from_text("Theo Điều 99 …" + sources_block(Answer("x", False, [], unsupported_citations=["Điều 99"])))
-    assert (lone.text, lone.citations, lone.unsupported_citations) == ("Theo Điều 99 …", [], ["Điều 99"])
-    odd = citation_from_label("Phụ lục I, bảng 2")
-    assert odd.label() == "Phụ lục I, bảng 2"
-    a = answer_from_text(REFUSAL)
-    assert a.refused and a.citations == []
 
 
 # -- the real client libraries against a fake HTTP layer -----------------------------------------------

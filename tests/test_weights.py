@@ -43,9 +43,9 @@ def test_hf_token_is_sent_only_to_hugging_face(tmp_path):
 def test_urls_in_messages_lose_credentials_and_signatures():
     from rag.config import Settings
     from rag.openai_compat import served_model_name
-    from rag.weights import _redact
+    from rag.errors import redact
 
-    assert _redact("https://user:ghp_SECRET@host.example:8443/a/x.tar.gz?X-Amz-Signature=S") == \
+    assert redact("https://user:ghp_SECRET@host.example:8443/a/x.tar.gz?X-Amz-Signature=S", client=False) == \
         "https://host.example:8443/a/x.tar.gz"
     s = Settings().with_(llm="org/base", adapter="https://b.example/ad.tar.gz?X-Amz-Signature=SECRET")
     assert served_model_name(s) == "ad.tar.gz"

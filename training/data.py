@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rag.errors import InputError
-from rag.prompt import PROMPT_FORMAT_VERSION, REFUSAL_TEXT, Passage, build_prompt, encode_prompt
+from rag.prompt import PROMPT_FORMAT_VERSION, Passage, build_prompt, encode_prompt
+from rag.texts import REFUSAL as REFUSAL_TEXT
 from training import run_cli
 from training.dataset import (  # noqa: F401 - the public names of training.data
     DatasetError,

@@ -20,7 +20,7 @@ Any row may give its context explicitly as ``"passages": [{"label", "text"}, ...
 rag's own ``Retriever`` (``--index``), so the training prompt is the prompt the model
 will see at serving. Refusals ("N/A" rows, "Xin lỗi, hiện tại mình chưa có thông tin…",
 a context saying no document matched) become the project's refusal sentence
-``rag.prompt.REFUSAL_TEXT``.
+``rag.texts.REFUSAL``.
 
 Every line is validated before anything is loaded; all problems are reported together
 as ``file:line: what is wrong``. Exact duplicates (same normalised question, answer and
@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rag.errors import InputError
-from rag.prompt import REFUSAL_TEXT, Passage
+from rag.prompt import Passage
+from rag.render import citation_label
+from rag.texts import REFUSAL as REFUSAL_TEXT
 from rag.types import Citation
 
 MAX_REPORTED_ERRORS = 20
@@ -364,9 +366,9 @@ def _block_passage(lines: list[str]) -> Passage | None:
     am, cm = _ARTICLE.match(article_raw), _CLAUSE.match(clause_raw)
     chapter = meta.get("chương") or None
     if am and (cm or not clause_raw):
-        label = Citation(document=doc, source="", chapter=chapter, article=am.group(1),
-                         article_title=(am.group(2) or "").strip() or None,
-                         clause=cm.group(1) if cm else None, point=meta.get("điểm") or None).label()
+        label = citation_label(Citation(document=doc, source="", chapter=chapter, article=am.group(1),
+                                        article_title=(am.group(2) or "").strip() or None,
+                                        clause=cm.group(1) if cm else None, point=meta.get("điểm") or None))
     else:  # "Phụ lục 3, Bảng 3.2", "Điều 24, Điều 28": keep as written
         head = ", ".join(x for x in (article_raw, f"Khoản {clause_raw}" if clause_raw else "") if x)
         label = f"{head} — {doc}" if head and doc else head or doc

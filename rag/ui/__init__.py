@@ -24,7 +24,8 @@ functions only.
 Modules: ``layout`` (the Gradio page, ``launch``, ``serve``), ``app`` (``ChatApp``: the
 callbacks and their state), ``panels`` (the escaped HTML of the sources and index
 panels), ``backends`` (where answers come from: ``LocalBackend``, the failures of
-remote calls in plain words) and ``remote`` (Replicate and RunPod).
+remote calls in plain words) and ``remote`` (Replicate and RunPod). Its sentences are
+in ``rag.texts``; the answer's text forms and the sources panel's data in ``rag.render``.
 
 Out of scope: authentication (keep the page on 127.0.0.1 or behind your own
 proxy; ``--share`` makes it, upload box included, public to anyone with the
@@ -33,13 +34,13 @@ link), one working index per visitor, deleting documents from the UI.
 
 from __future__ import annotations
 
-from .app import WORK_CHOICE, ChatApp, example_questions, request_limits, user_message
-from .backends import BackendError, LocalBackend, answer_from_text, citation_from_label, describe_error, make_backend
+from ..texts import WORK_CHOICE
+from .app import ChatApp, example_questions, request_limits, user_message
+from .backends import BackendError, LocalBackend, describe_error, make_backend
 from .layout import build_blocks, launch, serve
-from .panels import chat_text, index_html, sources_html, text_html
-from .remote import ReplicateBackend, RunPodBackend, answer_from_dict, replicate_input, runpod_input
+from .panels import index_html, sources_html, text_html
+from .remote import ReplicateBackend, RunPodBackend, replicate_input, runpod_input
 
 __all__ = ["ChatApp", "build_blocks", "launch", "serve", "sources_html", "index_html", "example_questions",
-           "request_limits", "chat_text", "text_html", "user_message", "WORK_CHOICE",
-           "BackendError", "LocalBackend", "ReplicateBackend", "RunPodBackend", "make_backend", "describe_error",
-           "answer_from_text", "answer_from_dict", "citation_from_label", "replicate_input", "runpod_input"]
+           "request_limits", "text_html", "user_message", "WORK_CHOICE", "BackendError", "LocalBackend",
+           "ReplicateBackend", "RunPodBackend", "make_backend", "describe_error", "replicate_input", "runpod_input"]

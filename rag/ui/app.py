@@ -11,24 +11,20 @@ from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 
 from ..config import Settings, default_index_dir
-from ..errors import Cancelled, InputError, RagError
+from .. import texts as t
+from ..errors import Cancelled, InputError, RagError, public_message, redact
 from ..pipeline import Delta, Final
+from ..render import message_text
 from ..request import DEFAULT_MAX_NEW_TOKENS, MAX_TURN_CHARS, TEMPERATURE_RANGE, AskRequest
-from .panels import (PENDING_SOURCES, PLACEHOLDER_SOURCES, chat_text, error_html, index_html, note_html, sources_html,
-                     text_html)
+from ..texts import WORK_CHOICE
+from .panels import PENDING_SOURCES, PLACEHOLDER_SOURCES, error_html, index_html, note_html, sources_html, text_html
 
 log = logging.getLogger("rag.ui")
 
-WORK_CHOICE = "Chỉ mục làm việc (tệp tải lên, trên máy này)"
 HISTORY_TURNS = 8  # earlier messages sent with a follow-up (as `rag chat` does)
 MAX_EXAMPLES = 6
 GENERIC_TITLES = ("phạm vi điều chỉnh", "giải thích từ ngữ", "hiệu lực", "tổ chức thực hiện", "điều khoản thi hành",
                   "trách nhiệm của", "mục tiêu")
-FALLBACK_EXAMPLES = [
-    "Điều kiện để được công nhận tốt nghiệp là gì?",
-    "Sinh viên bị cảnh báo học tập trong trường hợp nào?",
-    "Học bổng khuyến khích học tập được xét như thế nào?",
-]
 
 
 def request_limits(settings: Settings) -> dict[str, tuple]:
@@ -63,7 +59,7 @@ def example_questions(index, retriever=None, limit: int = MAX_EXAMPLES) -> list[
     its top passage is the article it was made from, so every example works.
     """
     if index is None or not getattr(index, "chunks", None):
-        return list(FALLBACK_EXAMPLES)
+        return list(t.FALLBACK_EXAMPLES)
     per_doc: dict[str, list[tuple[str, str]]] = {}
     for c in index.chunks:
         title = (c.article_title or "").strip()
@@ -85,7 +81,7 @@ def example_questions(index, retriever=None, limit: int = MAX_EXAMPLES) -> list[
             if rnd >= len(p) or len(out) >= limit:
                 continue
             article, title = p[rnd]
-            q = f"Quy định về {_lower_first(title)} như thế nào?"
+            q = t.EXAMPLE_QUESTION.format(topic=_lower_first(title))
             if retriever is not None:
                 try:
                     r = retriever.search(q, 3)
@@ -94,7 +90,7 @@ def example_questions(index, retriever=None, limit: int = MAX_EXAMPLES) -> list[
                 if r.refused or not r.hits or r.hits[0].chunk.article != article:
                     continue
             out.append(q)
-    return out or list(FALLBACK_EXAMPLES)
+    return out or list(t.FALLBACK_EXAMPLES)
 
 
 # -- the app ----------------------------------------------------------------------------------------------
@@ -157,12 +153,11 @@ class ChatApp:
         """Yields (chat messages, state, sources panel, question box) as the answer streams in.
 
         An async generator on purpose: the backend runs in a thread of its own
-        (``streaming.astream``), so Stop — Gradio cancelling this task — acts at once,
+        (``rag.streaming.astream``), so Stop — Gradio cancelling this task — acts at once,
         even while a remote backend waits for a cold start, and sets ``cancel``,
         which stops local generation or cancels the remote job. Pieces of text that
-        arrive while the page is busy are shown together (``serving.coalesce``).
+        arrive while the page is busy are shown together (``coalesce=True``).
         """
-        from ..serving import coalesce
         from ..streaming import astream
 
         state = {**new_state(), **(state or {})}
@@ -184,7 +179,7 @@ class ChatApp:
             request = AskRequest.from_dict(data, self.settings)
             yield shown + [{"role": "assistant", "content": "…"}], state, PENDING_SOURCES, ""
             backend = await asyncio.to_thread(self._backend_for, choice)  # may open the working index
-            async for event in coalesce(astream(backend, request, cancel)):
+            async for event in astream(backend, request, cancel, coalesce=True):
                 if isinstance(event, Delta):
                     text += event.text
                     yield shown + [{"role": "assistant", "content": text_html(text)}], state, PENDING_SOURCES, ""
@@ -193,20 +188,20 @@ class ChatApp:
             if answer is None:
                 raise RagError("the backend ended without an answer.", code="no_answer")
         except Cancelled:
-            message = (text + "\n\n" if text else "") + "(Đã dừng. / Stopped.)"
+            message = (text + "\n\n" if text else "") + t.STOPPED
             state["messages"] = shown + [{"role": "assistant", "content": text_html(message)}]
             state["sources"] = PLACEHOLDER_SOURCES
             yield state["messages"], state, state["sources"], ""
             return
         except Exception as err:  # noqa: BLE001 - shown in the chat in plain words, never a traceback
             message = user_message(err)
-            state["messages"] = shown + [{"role": "assistant", "content": text_html("⚠️ " + message)}]
+            state["messages"] = shown + [{"role": "assistant", "content": text_html(t.ERROR_MARK + message)}]
             state["sources"] = error_html(message)
             yield state["messages"], state, state["sources"], ""
             return
         finally:
             cancel.set()  # the visitor pressed Stop or left: stop generating, cancel the remote job
-        state["messages"] = shown + [{"role": "assistant", "content": text_html(chat_text(answer))}]
+        state["messages"] = shown + [{"role": "assistant", "content": text_html(message_text(answer))}]
         state["history"] = (state["history"] + [
             {"role": "user", "content": question[:MAX_TURN_CHARS]},
             {"role": "assistant", "content": answer.text[:MAX_TURN_CHARS]},
@@ -221,12 +216,12 @@ class ChatApp:
     # -- index page and uploads -----------------------------------------------------------------------
     def index_page(self) -> str:
         if self.index is not None:
-            head = "Chỉ mục đang dùng để trả lời" if self.backend.kind == "local" else "Bản sao chỉ mục trên máy này"
+            head = t.INDEX_IN_USE if self.backend.kind == "local" else t.INDEX_LOCAL_COPY
             page = index_html(self.index, head)
         else:
-            page = note_html("Không có chỉ mục trên máy này.")
+            page = note_html(t.INDEX_NONE)
         if self.backend.kind != "local":
-            page = note_html(f"Câu trả lời đến từ {self.backend.label}; chỉ mục của nó nằm trên máy chủ đó.") + page
+            page = note_html(t.INDEX_REMOTE.format(self.backend.label)) + page
         return page
 
     def work_dirs(self) -> tuple[Path, Path]:
@@ -247,11 +242,10 @@ class ChatApp:
         try:
             index = self.work_index()
         except RagError as err:
-            return error_html(str(err))
+            return error_html(user_message(err))
         if index is None:
-            return note_html("Chỉ mục làm việc còn trống: tải tệp lên để thử hỏi đáp trên tài liệu mới "
-                             "mà không đụng tới chỉ mục chính.")
-        return index_html(index, "Chỉ mục làm việc (tệp tải lên)")
+            return note_html(t.WORK_INDEX_EMPTY)
+        return index_html(index, t.WORK_INDEX)
 
     def embedder(self):
         if self._embedder is None:
@@ -266,8 +260,7 @@ class ChatApp:
         from ..pipeline import Pipeline
 
         if not (self.work_dirs()[1] / "manifest.json").exists():
-            raise InputError("Chỉ mục làm việc còn trống: hãy tải tệp lên ở thẻ «Chỉ mục» trước. / "
-                             "The working index is empty: upload a file in the «Chỉ mục» tab first.")
+            raise InputError(t.WORK_INDEX_EMPTY_ERROR)
         ws = self._work_settings()
         emb = self.embedder()
         main = getattr(self.backend, "pipeline", None)
@@ -284,7 +277,7 @@ class ChatApp:
 
         paths = [Path(getattr(f, "name", f)) for f in (files or [])]
         if not paths:
-            yield "Chưa chọn tệp nào.", self.work_index_page()
+            yield t.UPLOAD_NONE, self.work_index_page()
             return
         uploads, index_dir = self.work_dirs()
         uploads.mkdir(parents=True, exist_ok=True)
@@ -294,11 +287,11 @@ class ChatApp:
         for p in paths:
             name = _safe_name(p.name)
             if p.suffix.lower() not in SUPPORTED:
-                lines.append(f"✗ {name}: loại tệp không được hỗ trợ (chỉ nhận {', '.join(sorted(SUPPORTED))}).")
+                lines.append(t.UPLOAD_BAD_TYPE.format(name=name, types=", ".join(sorted(SUPPORTED))))
                 continue
             size_mb = p.stat().st_size / (1024 * 1024) if p.exists() else 0.0
             if size_mb > limit:
-                lines.append(f"✗ {name}: {size_mb:.1f} MB, vượt giới hạn {limit:g} MB mỗi tệp (RAG_MAX_FILE_MB).")
+                lines.append(t.UPLOAD_TOO_LARGE.format(name=name, size_mb=size_mb, limit=limit))
                 continue
             dest = uploads / name
             shutil.copyfile(p, dest)
@@ -307,35 +300,32 @@ class ChatApp:
         for i, dest in enumerate(accepted, 1):
             step = f"({i}/{len(accepted)}) {dest.name}"
             if progress is not None:
-                progress((i - 1) / len(accepted), f"Đang nạp {step}")
-            yield "\n".join(lines + [f"… đang đọc, chia đoạn và nhúng {step}"]), self.work_index_page()
+                progress((i - 1) / len(accepted), t.UPLOAD_LOADING.format(step))
+            yield "\n".join(lines + [t.UPLOAD_READING.format(step)]), self.work_index_page()
             try:
                 report = ingest([dest], work_settings, directory=index_dir, embedder=self.embedder(), progress=False)
             except RagError as err:
-                lines.append(f"✗ {step}: {err}")
+                lines.append(t.UPLOAD_FAILED.format(step=step, reason=redact(str(err))))
                 continue
             for f in report.files:
                 if f.status in ("failed", "skipped"):
-                    lines.append(f"✗ {step}: {f.reason}")
+                    lines.append(t.UPLOAD_FAILED.format(step=step, reason=redact(f.reason)))
                 else:
-                    verbs = {"added": "đã thêm", "updated": "đã cập nhật", "unchanged": "không đổi"}
-                    verb = verbs.get(f.status, f.status)
-                    lines.append(f"✓ {step}: {verb} — {f.pages} trang, {f.chunks} đoạn.")
+                    status = t.UPLOAD_STATUS.get(f.status, f.status)
+                    lines.append(t.UPLOAD_DONE_FILE.format(step=step, status=status, pages=f.pages, chunks=f.chunks))
             with self._lock:  # the next question and the page see the new index
                 self._work_index = None
                 self._work_backend = None
         if progress is not None:
-            progress(1.0, "Xong")
+            progress(1.0, t.UPLOAD_FINISHED)
         if accepted:
-            lines.append(f"Xong. Chọn «{WORK_CHOICE}» trong «Tùy chọn» của thẻ Hỏi đáp để hỏi trên các tệp này.")
+            lines.append(t.UPLOAD_DONE.format(WORK_CHOICE))
         yield "\n".join(lines), self.work_index_page()
 
 
 def user_message(err: BaseException) -> str:
-    """Plain words for any failure; unexpected ones are logged here and shown without internals."""
-    from ..serving import public_message
-
-    if isinstance(err, RagError):
-        return str(err)
+    """Plain words for any failure (``rag.errors``' policy); unexpected ones are logged here, shown without internals."""
+    if isinstance(err, RagError):  # said by this program, or by a remote backend in plain words
+        return redact(str(err))
     log.exception("the chat failed to answer", exc_info=err)
     return public_message(err)

@@ -8,8 +8,8 @@ it talks to.
 - ``LocalBackend`` wraps a loaded ``Pipeline``.
 - ``ReplicateBackend`` calls a model pushed from this repository's ``predict.py``
   with the official ``replicate`` client (token from ``REPLICATE_API_TOKEN``).
-  Its output is streamed text that ends with the "Nguồn:" block; the citations
-  are read back from that block.
+  Its output is streamed text that ends with the sources block; the citations
+  are read back from it (``rag.render.answer_from_text``).
 - ``RunPodBackend`` calls an endpoint running ``runpod_worker/`` with the
   official ``runpod`` client (key from ``RUNPOD_API_KEY``), native input with
   ``stream: true``: text pieces, then the final ``Answer.to_dict()`` object.
@@ -28,20 +28,19 @@ the deployment's).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-import queue
 import re
 import threading
-import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
-from ..errors import ConfigError, RagError
+from ..errors import ConfigError, RagError, redact
 from ..pipeline import Delta, Final
-from ..render import SOURCES_HEADING, UNSUPPORTED_NOTE
 from ..request import AskRequest
-from ..retrieve import REFUSAL
-from ..types import Answer, Citation
+from ..streaming import StreamTimeout
+from ..texts import LOCAL_BACKEND, LOCAL_EXTRACTIVE, REMOTE_ERRORS, REMOTE_THING
 
 log = logging.getLogger("rag.ui")
 
@@ -69,125 +68,87 @@ class LocalBackend:
     def __init__(self, pipeline):
         self.pipeline = pipeline
         gen = getattr(pipeline, "generator", None)
-        mode = f"LLM {pipeline.settings.llm}" if gen is not None and pipeline.settings.llm else "trích dẫn (extractive)"
-        self.label = f"Máy này — {mode}"
+        mode = f"LLM {pipeline.settings.llm}" if gen is not None and pipeline.settings.llm else LOCAL_EXTRACTIVE
+        self.label = LOCAL_BACKEND.format(mode=mode)
         self.kind = "local"
 
     def stream(self, request: AskRequest, cancel: threading.Event) -> Iterator[Delta | Final]:
         yield from self.pipeline.stream(request, cancel=cancel)
 
 
-_LABEL = re.compile(
-    r"^(?:Điều (?P<article>\S+?)(?: \((?P<title>.*)\))?(?:, Khoản (?P<clause>[^,]+?))?(?:, Điểm (?P<point>[^,]+?))?"
-    r" — )?(?P<document>.+?)(?:, tr\. (?P<page>\d+))?$"
-)
+# -- what remote backends share ----------------------------------------------------------------------
 
 
-def citation_from_label(label: str) -> Citation:
-    """Read a house-style label back into a ``Citation``; one that does not parse keeps the label as its document."""
-    label = label.strip()
-    m = _LABEL.match(label)
-    if m:
-        c = Citation(document=m["document"], source="", page=int(m["page"]) if m["page"] else None,
-                     article=m["article"], article_title=m["title"], clause=m["clause"], point=m["point"])
-        if c.label() == label:
-            return c
-    return Citation(document=label, source="")
+def remote_input(req: AskRequest, **extra: Any) -> dict[str, Any]:
+    """The fields both deployments take from a request (history only when there is one), plus ``extra``."""
+    data: dict[str, Any] = {"prompt": req.question, "num_passages": req.top_k, "max_tokens": req.max_new_tokens,
+                            "temperature": req.temperature, **extra}
+    if req.history:
+        data["history"] = req.history
+    return data
 
 
-def answer_from_text(text: str) -> Answer:
-    """Split a streamed answer into its text, the citations of its trailing "Nguồn:" block and the
-    note on Điều the model named that were not retrieved (``rag.render.sources_block`` in reverse)."""
-    unsupported: list[str] = []
-    note = re.escape(UNSUPPORTED_NOTE).replace(re.escape("{}"), "(.+)")
-    m = re.search(r"\n" + note + r"\s*$", text)
-    if m:
-        unsupported = [a.strip() for a in m.group(1).split(",") if a.strip()]
-        text = text[:m.start()]
-    marker = f"\n{SOURCES_HEADING}\n"
-    body, citations = text, []
-    cut = text.rfind(marker)
-    if cut >= 0:
-        body = text[:cut]
-        for line in text[cut + len(marker):].splitlines():
-            m = re.match(r"^\s*\[\d+\]\s+(.+)$", line)
-            if m:
-                citations.append(citation_from_label(m.group(1)))
-    body = body.strip()
-    refused = body.startswith(REFUSAL.rstrip(".")) or not body
-    return Answer(text=body, refused=refused, citations=[] if refused else citations,
-                  unsupported_citations=unsupported, mode="remote")
+class RemoteBackend:
+    """What the Replicate and RunPod backends share: their token, time limit, start-up check and failures."""
 
+    service = ""  # the platform's name, in messages
+    kind = ""  # "replicate" | "runpod": also the flag of `rag ui` that picks it
+    token_env = ""  # the environment variable that holds the API token
+    token_hint = ""  # what to export, and where to get it
+    what = "model"  # what the flag names: "model" or "endpoint"
 
-# -- shared -----------------------------------------------------------------------------------------
+    def __init__(self, label: str, timeout_s: float):
+        self.label, self.timeout_s = label, timeout_s
 
+    @classmethod
+    def token(cls, env: Mapping[str, str]) -> str:
+        token = (env.get(cls.token_env) or "").strip()
+        if not token:
+            raise ConfigError(f"{cls.token_env} is not set: export {cls.token_hint} before `rag ui --{cls.kind}`.")
+        return token
 
-class _Stopped(Exception):
-    def __init__(self, cancelled: bool):
-        super().__init__("cancelled" if cancelled else "timed out")
-        self.cancelled = cancelled
-
-
-_END = object()
-
-
-def _pump(start: Callable[[], Iterable], cancel: threading.Event, timeout_s: float) -> Iterator:
-    """Iterate a blocking remote stream in a thread, so Stop and the time limit act at once, not at the next event."""
-    q: queue.Queue = queue.Queue()
-
-    def run() -> None:
+    @classmethod
+    def client_library(cls, name: str):
+        """The official client, imported when a backend is built (never at import)."""
         try:
-            for item in start():
-                q.put(item)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(_Raised(e))
-        finally:
-            q.put(_END)
+            return importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"the {cls.service} backend needs the official client: `pip install {name}`.") from e
 
-    threading.Thread(target=run, name="rag-remote-stream", daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if cancel.is_set():
-            raise _Stopped(cancelled=True)
-        if time.monotonic() > deadline:
-            raise _Stopped(cancelled=False)
+    def probe(self) -> None:
+        """A request that runs nothing but needs a valid token and an existing model or endpoint."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """At start: a rejected key or an unknown name stops `rag ui`; an outage only warns."""
         try:
-            item = q.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if item is _END:
-            return
-        if isinstance(item, _Raised):
-            raise item.error
-        yield item
+            self.probe()
+        except Exception as e:  # noqa: BLE001
+            message = describe_error(self.service, self.token_env, e, what=self.what)
+            if _status_of(e) in (401, 403, 404) or "api_key" in str(e):
+                raise ConfigError(message) from e
+            log.warning("could not check %s at start (the page starts anyway): %s", self.service, message)
+
+    @contextmanager
+    def failures(self):
+        """Every failure of a remote call as one plain ``BackendError``; ``Cancelled`` and other ``RagError``s pass."""
+        try:
+            yield
+        except StreamTimeout:
+            raise BackendError(REMOTE_ERRORS["timeout"].format(service=self.service, seconds=self.timeout_s)) from None
+        except RagError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every client failure becomes one plain message
+            raise BackendError(describe_error(self.service, self.token_env, e, what=self.what)) from e
 
 
-class _Raised:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-def _quietly(fn) -> None:
+def quietly(fn) -> None:
     if fn is None:
         return
     try:
         fn()
     except Exception:  # noqa: BLE001 - best effort: the question is already over for the user
         pass
-
-
-def _check_failed(service: str, token_env: str, exc: BaseException, *, what: str) -> None:
-    """A start-up check failed: a rejected key or an unknown name stops `rag ui`; an outage only warns."""
-    message = describe_error(service, token_env, exc, what=what)
-    status = _status_of(exc)
-    if status in (401, 403, 404) or "api_key" in str(exc):
-        raise ConfigError(message) from exc
-    log.warning("could not check %s at start (the page starts anyway): %s", service, message)
-
-
-def _timeout_message(service: str, timeout_s: float) -> str:
-    return (f"{service} không trả lời trong {timeout_s:g} giây; hãy thử lại sau. / "
-            f"{service} did not answer within {timeout_s:g} s; try again later.")
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -205,8 +166,6 @@ def _status_of(exc: BaseException) -> int | None:
 
 
 def _detail(text: Any) -> str:
-    from ..serving import scrub
-
     text = str(text or "").strip()
     try:  # remote errors are often JSON objects: keep their message
         data = json.loads(text)
@@ -214,8 +173,7 @@ def _detail(text: Any) -> str:
             text = str(data.get("detail") or data.get("error") or data.get("message") or text)
     except (TypeError, ValueError):
         pass
-    text = scrub(" ".join(text.split()))
-    return text if len(text) <= _MAX_DETAIL else text[:_MAX_DETAIL] + "…"
+    return redact(text, limit=_MAX_DETAIL)
 
 
 _NETWORK = {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "TimeoutException",
@@ -223,40 +181,29 @@ _NETWORK = {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout", 
             "gaierror", "ConnectionRefusedError"}
 
 
-def describe_error(service: str, token_env: str, exc: BaseException, *, what: str) -> str:
-    """One plain message, Vietnamese then English, for any failure of a remote call."""
-    thing_vi = "mô hình" if what == "model" else "endpoint"
-    if isinstance(exc, RemoteFailure):
-        d = _detail(exc.detail)
-        return f"{service} báo lỗi khi trả lời: {d} / {service} reported an error while answering: {d}"
-    status = _status_of(exc)
-    names = {c.__name__ for c in type(exc).__mro__}
-    api_key_missing = "api_key" in str(exc) and "initialized" in str(exc)
-    if status in (401, 403) or api_key_missing:
-        return (f"{service} từ chối khóa truy cập (HTTP {status or 401}): kiểm tra biến {token_env}. / "
-                f"{service} rejected the API key (HTTP {status or 401}): check {token_env}.")
-    if status == 404:
-        return (f"{service} không tìm thấy {thing_vi} này (HTTP 404): kiểm tra tên {thing_vi}. / "
-                f"{service} does not know this {what} (HTTP 404): check its name.")
-    if status in (400, 422):
-        d = _detail(getattr(exc, "detail", None) or "")
-        return (f"{service} từ chối dữ liệu gửi đi (HTTP {status}){': ' + d if d else ''}. / "
-                f"{service} rejected the request (HTTP {status}){': ' + d if d else ''}.")
-    if status == 402:
-        return (f"Tài khoản {service} cần nạp thêm tiền (HTTP 402). / The {service} account needs billing (HTTP 402).")
-    if status == 429:
-        return (f"{service} đang giới hạn số yêu cầu (HTTP 429); hãy thử lại sau ít phút. / "
-                f"{service} is rate-limiting requests (HTTP 429); try again in a few minutes.")
+def _error_kind(exc: BaseException, status: int | None) -> str:
+    if status in (401, 403) or ("api_key" in str(exc) and "initialized" in str(exc)):
+        return "key"
+    kind = {404: "not_found", 400: "rejected", 422: "rejected", 402: "billing", 429: "rate_limited"}.get(status)
+    if kind:
+        return kind
     if status is not None and status >= 500:
-        return (f"{service} đang gặp sự cố (HTTP {status}); hãy thử lại sau. / "
-                f"{service} had a server error (HTTP {status}); try again later.")
-    if names & _NETWORK or isinstance(exc, (OSError, TimeoutError)):
-        return (f"Không kết nối được tới {service}: kiểm tra mạng của máy chạy giao diện. / "
-                f"Could not reach {service}: check this machine's network connection.")
-    if status is not None:
-        return f"{service} trả về lỗi HTTP {status}. / {service} returned HTTP {status}."
-    return (f"Lỗi không mong đợi khi gọi {service} ({type(exc).__name__}). / "
-            f"Unexpected error calling {service} ({type(exc).__name__}).")
+        return "server"
+    if {c.__name__ for c in type(exc).__mro__} & _NETWORK or isinstance(exc, (OSError, TimeoutError)):
+        return "network"
+    return "http" if status is not None else "unexpected"
+
+
+def describe_error(service: str, token_env: str, exc: BaseException, *, what: str) -> str:
+    """One plain message, Vietnamese then English (``rag.texts.REMOTE_ERRORS``), for any failure of a remote call."""
+    if isinstance(exc, RemoteFailure):
+        return REMOTE_ERRORS["remote"].format(service=service, detail=_detail(exc.detail))
+    status = _status_of(exc)
+    kind = _error_kind(exc, status)
+    detail = _detail(getattr(exc, "detail", None) or "") if kind == "rejected" else ""
+    return REMOTE_ERRORS[kind].format(service=service, token_env=token_env, status=status or 401, what=what,
+                                      thing=what, thing_vi=REMOTE_THING.get(what, what),
+                                      detail=": " + detail if detail else "", error=type(exc).__name__)
 
 
 def make_backend(settings, *, pipeline=None, replicate: str | None = None, runpod: str | None = None,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .. import texts as t
 from ..config import Settings
 from .app import ChatApp, new_state
 from .panels import PLACEHOLDER_SOURCES
 
-TITLE = "Hỏi đáp quy chế"
 CSS = """
 #rag-chat span.md, .rag-error, .rag-note { white-space: pre-wrap; }
 #rag-sources .rag-source, .rag-index-box { border: 1px solid var(--border-color-primary); border-radius: 8px;
@@ -45,44 +45,42 @@ def build_blocks(app: ChatApp):
     from ..load import SUPPORTED
 
     lim = app.limits
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=t.UI_TITLE, analytics_enabled=False) as demo:
         state = gr.State(new_state())
-        gr.Markdown(f"## {TITLE}\nCâu trả lời trích dẫn Điều/Khoản của quy chế; nếu tài liệu không nói tới, "
-                    "bot trả lời «không tìm thấy».")
-        with gr.Tab("Hỏi đáp"):
+        gr.Markdown(f"## {t.UI_TITLE}\n{t.UI_INTRO}")
+        with gr.Tab(t.UI_TAB_CHAT):
             with gr.Row():
                 with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Trò chuyện", elem_id="rag-chat", height=480, render_markdown=False,
+                    chatbot = gr.Chatbot(label=t.UI_CHATBOT, elem_id="rag-chat", height=480, render_markdown=False,
                                          sanitize_html=True, latex_delimiters=[], allow_tags=False,
                                          feedback_options=None, group_consecutive_messages=False,
                                          buttons=["copy", "copy_all"])  # no "share": it posts to Hugging Face
-                    question = gr.Textbox(placeholder="Nhập câu hỏi về quy chế rồi nhấn Enter…", show_label=False,
+                    question = gr.Textbox(placeholder=t.UI_QUESTION_PLACEHOLDER, show_label=False,
                                           elem_id="rag-question", max_length=app.settings.max_question_chars,
                                           autofocus=True)
                     with gr.Row():
-                        send = gr.Button("Gửi", variant="primary", elem_id="rag-send")
-                        stop = gr.Button("Dừng", elem_id="rag-stop")
-                        clear = gr.Button("Cuộc trò chuyện mới", elem_id="rag-clear")
-                    gr.Examples(examples=[[q] for q in app.examples], inputs=[question], label="Câu hỏi mẫu")
+                        send = gr.Button(t.UI_SEND, variant="primary", elem_id="rag-send")
+                        stop = gr.Button(t.UI_STOP, elem_id="rag-stop")
+                        clear = gr.Button(t.UI_NEW_CHAT, elem_id="rag-clear")
+                    gr.Examples(examples=[[q] for q in app.examples], inputs=[question], label=t.UI_EXAMPLES)
                 with gr.Column(scale=2):
                     sources = gr.HTML(PLACEHOLDER_SOURCES, elem_id="rag-sources", js_on_load=None, padding=True)
-            with gr.Accordion("Tùy chọn", open=False):
-                choice = gr.Radio(app.choices(), value=app.backend.label, label="Trả lời từ", elem_id="rag-choice")
+            with gr.Accordion(t.UI_OPTIONS, open=False):
+                choice = gr.Radio(app.choices(), value=app.backend.label, label=t.UI_ANSWER_FROM, elem_id="rag-choice")
                 top_k = gr.Slider(lim["top_k"][0], lim["top_k"][1], value=lim["top_k"][2], step=1,
-                                  label="Số đoạn truy xuất (top_k)", elem_id="rag-top-k")
+                                  label=t.UI_TOP_K, elem_id="rag-top-k")
                 temperature = gr.Slider(lim["temperature"][0], lim["temperature"][1], value=lim["temperature"][2],
-                                        step=0.05, label="Nhiệt độ (temperature)", elem_id="rag-temperature",
-                                        info="0 = ổn định nhất; chỉ có tác dụng khi trả lời bằng LLM.")
+                                        step=0.05, label=t.UI_TEMPERATURE, elem_id="rag-temperature",
+                                        info=t.UI_TEMPERATURE_INFO)
                 max_new = gr.Slider(lim["max_new_tokens"][0], lim["max_new_tokens"][1],
-                                    value=lim["max_new_tokens"][2], step=1, label="Số token tối đa (max_new_tokens)",
-                                    elem_id="rag-max-new-tokens", info="Chỉ có tác dụng khi trả lời bằng LLM.")
-        with gr.Tab("Chỉ mục"):
+                                    value=lim["max_new_tokens"][2], step=1, label=t.UI_MAX_NEW_TOKENS,
+                                    elem_id="rag-max-new-tokens", info=t.UI_MAX_NEW_TOKENS_INFO)
+        with gr.Tab(t.UI_TAB_INDEX):
             gr.HTML(app.index_page(), elem_id="rag-index", js_on_load=None)
-            files = gr.File(label=f"Tải tệp lên ({', '.join(sorted(SUPPORTED))}; tối đa "
-                                  f"{app.settings.max_file_mb:g} MB mỗi tệp)",
+            files = gr.File(label=t.UI_UPLOAD.format(types=", ".join(sorted(SUPPORTED)), max_mb=app.settings.max_file_mb),
                             file_count="multiple", file_types=sorted(SUPPORTED), elem_id="rag-upload")
-            ingest_btn = gr.Button("Nạp vào chỉ mục làm việc", variant="primary", elem_id="rag-ingest")
-            status = gr.Textbox(label="Tiến trình", lines=5, interactive=False, elem_id="rag-ingest-status")
+            ingest_btn = gr.Button(t.UI_INGEST, variant="primary", elem_id="rag-ingest")
+            status = gr.Textbox(label=t.UI_PROGRESS, lines=5, interactive=False, elem_id="rag-ingest-status")
             work = gr.HTML(app.work_index_page(), elem_id="rag-work-index", js_on_load=None)
 
         def upload(files, progress=gr.Progress()):

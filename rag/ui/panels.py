@@ -10,11 +10,12 @@ import html
 from datetime import datetime
 from typing import Any
 
-from ..retrieve import REFUSAL
-from ..types import Answer, Citation, Hit
+from .. import texts as t
+from ..render import PanelSource, sources_panel
+from ..types import Answer
 
-PLACEHOLDER_SOURCES = '<div class="rag-note">Nguồn của câu trả lời sẽ hiện ở đây.</div>'
-PENDING_SOURCES = '<div class="rag-note">Đang tìm trong tài liệu…</div>'
+PLACEHOLDER_SOURCES = f'<div class="rag-note">{html.escape(t.SOURCES_PLACEHOLDER)}</div>'
+PENDING_SOURCES = f'<div class="rag-note">{html.escape(t.SOURCES_PENDING)}</div>'
 
 
 def e(value: Any) -> str:
@@ -31,92 +32,55 @@ def text_html(text: str) -> str:
     return html.escape("" if text is None else str(text), quote=False)
 
 
-def _key(c: Citation) -> tuple:
-    return tuple(c.to_dict().values())
-
-
-def _meta(c: Citation, hit: Hit | None) -> str:
-    parts = [f"Tài liệu: {e(c.document)}"]
+def _meta(s: PanelSource) -> str:
+    c = s.citation
+    parts = [e(t.PANEL_DOCUMENT.format(c.document))]
     if c.source:
-        parts.append(f"Tệp: {e(c.source)}")
+        parts.append(e(t.PANEL_FILE.format(c.source)))
     if c.page:
-        parts.append(f"Trang: {e(c.page)}")
+        parts.append(e(t.PANEL_PAGE.format(c.page)))
     if c.chapter:
-        parts.append(f"{e(c.chapter)}")
-    if hit is not None:
-        parts.append(f"Điểm truy xuất: {hit.score:.4f}")
+        parts.append(e(c.chapter))
+    if s.score is not None:
+        parts.append(e(t.PANEL_SCORE.format(s.score)))
     return '<div class="rag-meta">' + " · ".join(parts) + "</div>"
 
 
-def _source_block(n: int | None, c: Citation, hit: Hit | None, *, open_: bool) -> str:
-    label = (f"[{n}] " if n else "") + c.label()
-    passage = (f'<div class="rag-passage">{e(hit.chunk.full_text)}</div>' if hit is not None
-               else '<div class="rag-meta">(Máy chủ không gửi kèm đoạn trích.)</div>')
+def _source_html(s: PanelSource, *, open_: bool) -> str:
+    label = (f"[{s.number}] " if s.number else "") + s.label
+    passage = (f'<div class="rag-passage">{e(s.passage)}</div>' if s.passage is not None
+               else f'<div class="rag-meta">{e(t.PANEL_NO_PASSAGE)}</div>')
     return (f'<details class="rag-source"{" open" if open_ else ""}><summary>{e(label)}</summary>'
-            f"{_meta(c, hit)}{passage}</details>")
+            f"{_meta(s)}{passage}</details>")
 
 
-def _footer(answer: Answer) -> str:
-    bits = []
-    t = answer.timings or {}
-    if "retrieve_ms" in t:
-        bits.append(f"truy xuất {t['retrieve_ms']:.0f} ms")
-    if "first_token_ms" in t:
-        bits.append(f"token đầu {t['first_token_ms']:.0f} ms")
-    if "total_ms" in t:
-        bits.append(f"tổng {t['total_ms']:.0f} ms")
-    u = answer.usage or {}
-    if u.get("prompt_tokens") or u.get("completion_tokens"):
-        bits.append(f"token vào/ra {u.get('prompt_tokens', 0)}/{u.get('completion_tokens', 0)}")
-    modes = {"extractive": "chế độ trích dẫn", "llm": "chế độ LLM", "remote": "trả lời từ máy chủ từ xa"}
-    bits.append(modes.get(answer.mode, f"chế độ {answer.mode}"))
-    return '<div class="rag-footer">' + e(" · ".join(bits)) + "</div>"
+def _folded(summary: str, sources: list[PanelSource]) -> list[str]:
+    if not sources:
+        return []
+    return [f"<details><summary>{e(summary.format(len(sources)))}</summary>",
+            *(_source_html(s, open_=False) for s in sources), "</details>"]
 
 
 def sources_html(answer: Answer) -> str:
-    """The sources panel for one answer: cited passages open, other retrieved passages folded."""
-    hits = {}
-    for h in answer.hits:
-        hits.setdefault(_key(h.chunk.citation()), h)
+    """The sources panel for one answer (``rag.render.sources_panel``): cited passages open, others folded."""
+    panel = sources_panel(answer)
     out = ['<div class="rag-sources">']
-    if answer.refused:
-        out.append(f'<div class="rag-refusal"><strong>{e(REFUSAL)}</strong><br>'
-                   "Không có đoạn nào trong tài liệu đủ liên quan để trả lời. Hãy hỏi cụ thể hơn (tên quy chế, "
-                   "học kỳ, loại học bổng…) hoặc kiểm tra ở thẻ «Chỉ mục» xem tài liệu đã được nạp chưa.</div>")
-        if answer.hits:
-            out.append(f"<details><summary>Các đoạn gần nhất, không đủ liên quan ({len(answer.hits)})</summary>")
-            out += [_source_block(None, h.chunk.citation(), h, open_=False) for h in answer.hits]
-            out.append("</details>")
+    if panel.refused:
+        out.append(f'<div class="rag-refusal"><strong>{e(t.REFUSAL)}</strong><br>{e(t.PANEL_REFUSAL_HINT)}</div>')
+        out += _folded(t.PANEL_NEAREST, panel.others)
     else:
-        out.append(f"<h4>Nguồn ({len(answer.citations)})</h4>")
-        used = set()
-        for i, c in enumerate(answer.citations, 1):
-            hit = hits.get(_key(c))
-            used.add(_key(c))
-            out.append(_source_block(i, c, hit, open_=i == 1))
-        if answer.unsupported_citations:
-            out.append('<div class="rag-warn">Câu trả lời nhắc tới ' + e(", ".join(answer.unsupported_citations))
-                       + " nhưng không có trong các đoạn được truy xuất — hãy đối chiếu với văn bản gốc.</div>")
-        others = [h for h in answer.hits if _key(h.chunk.citation()) not in used]
-        if others:
-            out.append(f"<details><summary>Các đoạn khác được truy xuất ({len(others)})</summary>")
-            out += [_source_block(None, h.chunk.citation(), h, open_=False) for h in others]
-            out.append("</details>")
-    out.append(_footer(answer))
+        out.append(f"<h4>{e(t.PANEL_SOURCES.format(len(panel.cited)))}</h4>")
+        out += [_source_html(s, open_=s.number == 1) for s in panel.cited]
+        if panel.unsupported:
+            out.append(f'<div class="rag-warn">{e(t.PANEL_UNSUPPORTED).format(e(", ".join(panel.unsupported)))}</div>')
+        out += _folded(t.PANEL_OTHERS, panel.others)
+    out.append(f'<div class="rag-footer">{e(panel.footer)}</div>')
     out.append("</div>")
     return "".join(out)
 
 
 def error_html(message: str) -> str:
-    return f'<div class="rag-error"><strong>Không trả lời được.</strong><br>{text_html(message)}</div>'
-
-
-def chat_text(answer: Answer) -> str:
-    """What the chat bubble says: the answer, plus its sources when the text does not already name them."""
-    missing = [c for c in answer.citations if c.label() not in answer.text]
-    if answer.refused or not missing:
-        return answer.text
-    return answer.text + "\n\nNguồn:\n" + "\n".join(f"[{i}] {c.label()}" for i, c in enumerate(answer.citations, 1))
+    return f'<div class="rag-error"><strong>{e(t.PANEL_ERROR)}</strong><br>{text_html(message)}</div>'
 
 
 def _when(iso: str) -> str:
@@ -135,15 +99,14 @@ def index_html(index, heading: str) -> str:
         f"<td>{e(meta.get('ocr_pages', 0))}</td></tr>"
         for src, meta in sorted(m.files.items())
     )
-    return (
-        f'<div class="rag-index rag-index-box"><h4>{e(heading)}</h4>'
-        f"<p><b>{e(m.document_count)}</b> tài liệu · <b>{e(m.page_count)}</b> trang · <b>{e(m.chunk_count)}</b> đoạn"
-        f" · mô hình nhúng <code>{e(m.embed_model)}</code> ({e(m.embed_dimension)} chiều)<br>"
-        f"Xây dựng: {e(_when(m.created_at))} · cập nhật: {e(_when(m.updated_at))}"
-        f" · vị trí: <code>{e(index.location)}</code></p>"
-        "<table><thead><tr><th>Tài liệu</th><th>Tệp</th><th>Loại</th><th>Trang</th><th>Đoạn</th><th>Trang OCR</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table></div>"
-    )
+    summary = e(t.INDEX_SUMMARY).format(
+        documents=f"<b>{e(m.document_count)}</b>", pages=f"<b>{e(m.page_count)}</b>",
+        chunks=f"<b>{e(m.chunk_count)}</b>", model=f"<code>{e(m.embed_model)}</code>", dimension=e(m.embed_dimension))
+    built = e(t.INDEX_BUILT).format(created=e(_when(m.created_at)), updated=e(_when(m.updated_at)),
+                                    location=f"<code>{e(index.location)}</code>")
+    heads = "".join(f"<th>{e(h)}</th>" for h in t.INDEX_COLUMNS)
+    return (f'<div class="rag-index rag-index-box"><h4>{e(heading)}</h4><p>{summary}<br>{built}</p>'
+            f"<table><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 def note_html(text: str) -> str:

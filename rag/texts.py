@@ -1,0 +1,137 @@
+"""Every sentence a student (or the staff running the chat) reads, in one file for whoever edits or translates them.
+
+Code imports these names. ``{}`` and ``{name}`` are filled in with ``str.format``:
+keep them when editing a sentence. Sentences shown in both languages are
+written "Vietnamese / English".
+
+Out of scope: the model's system prompt (``rag.prompt``: the model reads it,
+and adapters are trained on it), the citation label's format (``rag.render``),
+and the English error messages of the command line and the APIs, which sit
+with the check that raises them.
+"""
+
+from __future__ import annotations
+
+# -- answers (every entry point) ----------------------------------------------------------------------
+
+REFUSAL = "Không tìm thấy quy định liên quan trong tài liệu."
+SOURCES_HEADING = "Nguồn:"
+UNSUPPORTED_NOTE = "(không có trong tài liệu được truy xuất: {})"  # the Điều an answer named that were not retrieved
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an answer's text is the refusal (a model may leave out the full stop), or empty."""
+    text = text.strip()
+    return not text or text.startswith(REFUSAL.rstrip("."))
+
+
+# -- `rag chat` ------------------------------------------------------------------------------------------
+
+CHAT_GREETING = "Hỏi về quy chế (gõ /exit để thoát, /reset để bắt đầu lại)."
+
+# -- the web chat: page --------------------------------------------------------------------------------
+
+UI_TITLE = "Hỏi đáp quy chế"
+UI_INTRO = "Câu trả lời trích dẫn Điều/Khoản của quy chế; nếu tài liệu không nói tới, bot trả lời «không tìm thấy»."
+UI_TAB_CHAT = "Hỏi đáp"
+UI_TAB_INDEX = "Chỉ mục"
+UI_CHATBOT = "Trò chuyện"
+UI_QUESTION_PLACEHOLDER = "Nhập câu hỏi về quy chế rồi nhấn Enter…"
+UI_SEND = "Gửi"
+UI_STOP = "Dừng"
+UI_NEW_CHAT = "Cuộc trò chuyện mới"
+UI_EXAMPLES = "Câu hỏi mẫu"
+UI_OPTIONS = "Tùy chọn"
+UI_ANSWER_FROM = "Trả lời từ"
+UI_TOP_K = "Số đoạn truy xuất (top_k)"
+UI_TEMPERATURE = "Nhiệt độ (temperature)"
+UI_TEMPERATURE_INFO = "0 = ổn định nhất; chỉ có tác dụng khi trả lời bằng LLM."
+UI_MAX_NEW_TOKENS = "Số token tối đa (max_new_tokens)"
+UI_MAX_NEW_TOKENS_INFO = "Chỉ có tác dụng khi trả lời bằng LLM."
+UI_UPLOAD = "Tải tệp lên ({types}; tối đa {max_mb:g} MB mỗi tệp)"
+UI_INGEST = "Nạp vào chỉ mục làm việc"
+UI_PROGRESS = "Tiến trình"
+
+# -- the web chat: conversation ------------------------------------------------------------------------
+
+WORK_CHOICE = "Chỉ mục làm việc (tệp tải lên, trên máy này)"
+LOCAL_BACKEND = "Máy này — {mode}"
+LOCAL_EXTRACTIVE = "trích dẫn (extractive)"
+FALLBACK_EXAMPLES = (
+    "Điều kiện để được công nhận tốt nghiệp là gì?",
+    "Sinh viên bị cảnh báo học tập trong trường hợp nào?",
+    "Học bổng khuyến khích học tập được xét như thế nào?",
+)
+EXAMPLE_QUESTION = "Quy định về {topic} như thế nào?"  # topic: an article's title, first letter lower-cased
+STOPPED = "(Đã dừng. / Stopped.)"
+ERROR_MARK = "⚠️ "
+WORK_INDEX_EMPTY_ERROR = ("Chỉ mục làm việc còn trống: hãy tải tệp lên ở thẻ «Chỉ mục» trước. / "
+                          "The working index is empty: upload a file in the «Chỉ mục» tab first.")
+
+# -- the web chat: sources panel -----------------------------------------------------------------------
+
+SOURCES_PLACEHOLDER = "Nguồn của câu trả lời sẽ hiện ở đây."
+SOURCES_PENDING = "Đang tìm trong tài liệu…"
+PANEL_SOURCES = "Nguồn ({})"
+PANEL_REFUSAL_HINT = ("Không có đoạn nào trong tài liệu đủ liên quan để trả lời. Hãy hỏi cụ thể hơn (tên quy chế, "
+                      "học kỳ, loại học bổng…) hoặc kiểm tra ở thẻ «Chỉ mục» xem tài liệu đã được nạp chưa.")
+PANEL_NEAREST = "Các đoạn gần nhất, không đủ liên quan ({})"
+PANEL_OTHERS = "Các đoạn khác được truy xuất ({})"
+PANEL_UNSUPPORTED = ("Câu trả lời nhắc tới {} nhưng không có trong các đoạn được truy xuất — "
+                     "hãy đối chiếu với văn bản gốc.")
+PANEL_NO_PASSAGE = "(Máy chủ không gửi kèm đoạn trích.)"
+PANEL_DOCUMENT = "Tài liệu: {}"
+PANEL_FILE = "Tệp: {}"
+PANEL_PAGE = "Trang: {}"
+PANEL_SCORE = "Điểm truy xuất: {:.4f}"
+PANEL_ERROR = "Không trả lời được."
+FOOTER_TIMINGS = {"retrieve_ms": "truy xuất {:.0f} ms", "first_token_ms": "token đầu {:.0f} ms", "total_ms": "tổng {:.0f} ms"}
+FOOTER_TOKENS = "token vào/ra {}/{}"
+FOOTER_MODES = {"extractive": "chế độ trích dẫn", "llm": "chế độ LLM", "remote": "trả lời từ máy chủ từ xa"}
+FOOTER_MODE = "chế độ {}"  # a mode not in FOOTER_MODES
+
+# -- the web chat: index tab and uploads ---------------------------------------------------------------
+
+INDEX_IN_USE = "Chỉ mục đang dùng để trả lời"
+INDEX_LOCAL_COPY = "Bản sao chỉ mục trên máy này"
+INDEX_NONE = "Không có chỉ mục trên máy này."
+INDEX_REMOTE = "Câu trả lời đến từ {}; chỉ mục của nó nằm trên máy chủ đó."
+INDEX_SUMMARY = "{documents} tài liệu · {pages} trang · {chunks} đoạn · mô hình nhúng {model} ({dimension} chiều)"
+INDEX_BUILT = "Xây dựng: {created} · cập nhật: {updated} · vị trí: {location}"
+INDEX_COLUMNS = ("Tài liệu", "Tệp", "Loại", "Trang", "Đoạn", "Trang OCR")
+WORK_INDEX = "Chỉ mục làm việc (tệp tải lên)"
+WORK_INDEX_EMPTY = "Chỉ mục làm việc còn trống: tải tệp lên để thử hỏi đáp trên tài liệu mới mà không đụng tới chỉ mục chính."
+UPLOAD_NONE = "Chưa chọn tệp nào."
+UPLOAD_BAD_TYPE = "✗ {name}: loại tệp không được hỗ trợ (chỉ nhận {types})."
+UPLOAD_TOO_LARGE = "✗ {name}: {size_mb:.1f} MB, vượt giới hạn {limit:g} MB mỗi tệp (RAG_MAX_FILE_MB)."
+UPLOAD_LOADING = "Đang nạp {}"
+UPLOAD_READING = "… đang đọc, chia đoạn và nhúng {}"
+UPLOAD_FAILED = "✗ {step}: {reason}"
+UPLOAD_STATUS = {"added": "đã thêm", "updated": "đã cập nhật", "unchanged": "không đổi"}
+UPLOAD_DONE_FILE = "✓ {step}: {status} — {pages} trang, {chunks} đoạn."
+UPLOAD_FINISHED = "Xong"
+UPLOAD_DONE = "Xong. Chọn «{}» trong «Tùy chọn» của thẻ Hỏi đáp để hỏi trên các tệp này."
+
+# -- the web chat: remote backends (Replicate, RunPod) -------------------------------------------------
+
+REMOTE_THING = {"model": "mô hình", "endpoint": "endpoint"}  # what="model" | "endpoint", in Vietnamese
+REMOTE_ERRORS = {
+    "timeout": "{service} không trả lời trong {seconds:g} giây; hãy thử lại sau. / "
+               "{service} did not answer within {seconds:g} s; try again later.",
+    "remote": "{service} báo lỗi khi trả lời: {detail} / {service} reported an error while answering: {detail}",
+    "key": "{service} từ chối khóa truy cập (HTTP {status}): kiểm tra biến {token_env}. / "
+           "{service} rejected the API key (HTTP {status}): check {token_env}.",
+    "not_found": "{service} không tìm thấy {thing_vi} này (HTTP 404): kiểm tra tên {thing_vi}. / "
+                 "{service} does not know this {thing} (HTTP 404): check its name.",
+    "rejected": "{service} từ chối dữ liệu gửi đi (HTTP {status}){detail}. / "
+                "{service} rejected the request (HTTP {status}){detail}.",
+    "billing": "Tài khoản {service} cần nạp thêm tiền (HTTP 402). / The {service} account needs billing (HTTP 402).",
+    "rate_limited": "{service} đang giới hạn số yêu cầu (HTTP 429); hãy thử lại sau ít phút. / "
+                    "{service} is rate-limiting requests (HTTP 429); try again in a few minutes.",
+    "server": "{service} đang gặp sự cố (HTTP {status}); hãy thử lại sau. / "
+              "{service} had a server error (HTTP {status}); try again later.",
+    "network": "Không kết nối được tới {service}: kiểm tra mạng của máy chạy giao diện. / "
+               "Could not reach {service}: check this machine's network connection.",
+    "http": "{service} trả về lỗi HTTP {status}. / {service} returned HTTP {status}.",
+    "unexpected": "Lỗi không mong đợi khi gọi {service} ({error}). / Unexpected error calling {service} ({error}).",
+}
