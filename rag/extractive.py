@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from .retrieve import Retrieval
+from .render import citation_label
 from .texts import REFUSAL
 from .types import Answer, Hit
 
@@ -41,7 +42,7 @@ def extractive_answer(retrieval: Retrieval) -> Answer:
             chosen.append(h)
     parts = ["Theo tài liệu, các quy định liên quan là:"]
     for i, h in enumerate(chosen, 1):
-        parts.append(f"[{i}] {h.chunk.citation().label()}:\n«{_trim(_strip_header(h))}»")
+        parts.append(f"[{i}] {citation_label(h.chunk.citation())}:\n«{_trim(_strip_header(h))}»")
     return Answer(
         text="\n\n".join(parts),
         refused=False,

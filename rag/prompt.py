@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 from .errors import InputError
+from .render import citation_label
 from .texts import REFUSAL
 from .types import Hit
 
@@ -71,7 +72,7 @@ class Passage:
 
 
 def passages_from_hits(hits: Iterable[Hit]) -> list[Passage]:
-    return [Passage(id=h.chunk.id, label=h.chunk.citation().label(), text=h.chunk.full_text) for h in hits]
+    return [Passage(id=h.chunk.id, label=citation_label(h.chunk.citation()), text=h.chunk.full_text) for h in hits]
 
 
 @dataclass

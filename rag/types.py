@@ -87,12 +87,6 @@ class Citation:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def label(self) -> str:
-        """The house citation label (``rag.render.citation_label``, its one writer)."""
-        from .render import citation_label
-
-        return citation_label(self)
-
 
 @dataclass
 class Hit:

@@ -11,6 +11,7 @@ import pytest
 
 from rag.chunk import chunk_document
 from rag.normalise import clean_pages
+from rag.render import citation_label
 from rag.types import Document, Page
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -139,7 +140,7 @@ def test_reference_chunks_carry_document_fields_and_fit():
         assert len(c.text) <= MAX
         assert c.full_text == f"{c.header}\n{c.text}"
     cite = chunks[4].citation()
-    assert cite.label() == "Điều 3 (Cảnh báo học tập), Khoản 3, Điểm a-c — Quy chế thử nghiệm, tr. 2"
+    assert citation_label(cite) == "Điều 3 (Cảnh báo học tập), Khoản 3, Điểm a-c — Quy chế thử nghiệm, tr. 2"
 
 
 def test_a_long_article_fits_whole_with_the_default_limit():

@@ -39,6 +39,8 @@ from _models import (  # noqa: F401 - fixtures
     tiny_models,
 )
 
+from rag.render import citation_label
+
 QUESTION = "Sinh viên bị cảnh báo học tập trong những trường hợp nào?"
 QUESTIONS = [
     QUESTION,
@@ -234,7 +236,8 @@ def test_text_answer_ends_with_the_sources_of_its_citations(plain, demo_pipeline
     reference = demo_pipeline.answer({"question": QUESTION})
     answer_text, sources = body["output"][0], body["output"][-1]
     assert answer_text == reference.text
-    assert sources == "\n\nNguồn:\n" + "\n".join(f"[{i}] {c.label()}" for i, c in enumerate(reference.citations, 1))
+    labels = [citation_label(c) for c in reference.citations]
+    assert sources == "\n\nNguồn:\n" + "\n".join(f"[{i}] {label}" for i, label in enumerate(labels, 1))
     assert "Điều" in sources
     assert "input_token_count" not in body["metrics"]  # extractive: no LLM tokens
 

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from ..texts import WORK_CHOICE
 from .app import ChatApp, example_questions, request_limits, user_message
-from .backends import BackendError, LocalBackend, describe_error, make_backend
+from .backends import BackendError, LocalBackend, describe_error
 from .layout import build_blocks, launch, serve
 from .panels import index_html, sources_html, text_html
-from .remote import ReplicateBackend, RunPodBackend, replicate_input, runpod_input
+from .remote import ReplicateBackend, RunPodBackend, make_backend, replicate_input, runpod_input
 
 __all__ = ["ChatApp", "build_blocks", "launch", "serve", "sources_html", "index_html", "example_questions",
            "request_limits", "text_html", "user_message", "WORK_CHOICE", "BackendError", "LocalBackend",

@@ -204,24 +204,3 @@ def describe_error(service: str, token_env: str, exc: BaseException, *, what: st
     return REMOTE_ERRORS[kind].format(service=service, token_env=token_env, status=status or 401, what=what,
                                       thing=what, thing_vi=REMOTE_THING.get(what, what),
                                       detail=": " + detail if detail else "", error=type(exc).__name__)
-
-
-def make_backend(settings, *, pipeline=None, replicate: str | None = None, runpod: str | None = None,
-                 env: Mapping[str, str] | None = None):
-    """The backend the flags ask for; a missing token or client fails here, at start, not at the first question."""
-    import os
-
-    env = os.environ if env is None else env
-    if replicate and runpod:
-        raise ConfigError("give either --replicate or --runpod, not both.")
-    from .remote import ReplicateBackend, RunPodBackend
-
-    if replicate:
-        return ReplicateBackend.from_env(replicate, env)
-    if runpod:
-        return RunPodBackend.from_env(runpod, env)
-    if pipeline is None:
-        from ..pipeline import Pipeline
-
-        pipeline = Pipeline.from_settings(settings)
-    return LocalBackend(pipeline)

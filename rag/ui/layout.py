@@ -122,7 +122,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int | None = Non
           replicate: str | None = None, runpod: str | None = None, work_dir: str | Path | None = None,
           env=None) -> int:
     """``rag ui``: build the backend (failing now, not at the first question), then serve until interrupted."""
-    from .backends import make_backend
+    from .remote import make_backend
 
     backend = make_backend(settings, replicate=replicate, runpod=runpod, env=env)
     if hasattr(backend, "check"):

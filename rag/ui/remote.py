@@ -1,4 +1,5 @@
-"""Remote backends: a Replicate model (``predict.py`` pushed with cog) and a RunPod endpoint (``runpod_worker/``)."""
+"""Remote backends: a Replicate model (``predict.py`` pushed with cog) and a RunPod endpoint (``runpod_worker/``);
+``make_backend``: the one the flags of ``rag ui`` ask for, or the local pipeline."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..render import answer_from_dict, answer_from_text
 from ..request import AskRequest
 from ..streaming import StreamTimeout, iterate_in_thread
 from ..types import Answer
-from .backends import DEFAULT_TIMEOUT_S, RemoteBackend, RemoteFailure, quietly, remote_input
+from .backends import DEFAULT_TIMEOUT_S, LocalBackend, RemoteBackend, RemoteFailure, quietly, remote_input
 
 _MODEL_REF = re.compile(r"^[\w.-]+/[\w.-]+(?::[0-9a-f]{6,})?$")
 _ENDPOINT_ID = re.compile(r"^[A-Za-z0-9_-]{4,64}$")
@@ -239,3 +240,22 @@ def _runpod_events(out) -> Iterator[Delta | Answer]:
             yield answer_from_dict(out)
         elif "text" in out:
             yield Delta(str(out["text"]))
+
+
+def make_backend(settings, *, pipeline=None, replicate: str | None = None, runpod: str | None = None,
+                 env: Mapping[str, str] | None = None):
+    """The backend the flags ask for; a missing token or client fails here, at start, not at the first question."""
+    import os
+
+    env = os.environ if env is None else env
+    if replicate and runpod:
+        raise ConfigError("give either --replicate or --runpod, not both.")
+    if replicate:
+        return ReplicateBackend.from_env(replicate, env)
+    if runpod:
+        return RunPodBackend.from_env(runpod, env)
+    if pipeline is None:
+        from ..pipeline import Pipeline
+
+        pipeline = Pipeline.from_settings(settings)
+    return LocalBackend(pipeline)
