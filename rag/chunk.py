@@ -47,9 +47,10 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .normalise import line_width, reflow
 from .types import Chunk, Document
 
-CHUNKER_VERSION = "1"  # recorded in the index manifest next to NORMALISER_VERSION; bump when output changes
+CHUNKER_VERSION = "2"  # recorded in the index manifest next to NORMALISER_VERSION; bump when output changes
 SEP = " › "
 POINT_LETTERS = "abcdđeghiklmnopqrstuvxy"  # Vietnamese order: no f, j, w, z; đ after d
 
@@ -147,7 +148,12 @@ def _named_heading(kind: str, m: re.Match, lines: list[_Line], i: int) -> _Headi
             nxt = lines[j].text if j is not None else ""
             if not rest[0].isupper() or len(rest) > 120 or rest[-1] in ".;,":
                 return None
-            if not (j is not None and (_is_heading_line(nxt) or _upperish(nxt))):
+            numbered_appendix = kind == "appendix" and num and sep
+            p = _prev_nonempty(lines, i)
+            if numbered_appendix and p is not None and _RE_XREF_TAIL.search(lines[p].text):
+                return None  # "… quy định tại" / "Phụ lục 1. …": a wrapped cross-reference
+            # "Phụ lục 1: Các yêu cầu …" names itself with its number; other headings need a heading after them
+            if not numbered_appendix and not (j is not None and (_is_heading_line(nxt) or _upperish(nxt))):
                 return None
             h.name = rest
         else:
@@ -250,7 +256,9 @@ class _Ctx:
     part: str | None = None
     chapter: str | None = None
     section: str | None = None
-    appendix: str | None = None
+    appendix: str | None = None  # the header label "Phụ lục 2. MẪU ĐƠN …"
+    appendix_no: str | None = None  # "Phụ lục 2"
+    appendix_name: str | None = None
 
 
 def _label(h: _Heading) -> str:
@@ -260,12 +268,15 @@ def _label(h: _Heading) -> str:
 
 
 class _Chunker:
-    def __init__(self, doc: Document, max_chars: int, window_chars: int):
+    def __init__(self, doc: Document, max_chars: int, window_chars: int, title: str | None = None):
         self.doc = doc
+        self.title = title or doc.title
         self.max = max_chars
         self.window = window_chars
         self.flat, self.lines = _flatten(doc)
         self.starts = [ln.start for ln in self.lines]
+        self.width = line_width([ln.text for ln in self.lines])
+        self.page_labels = {p.number: p.label for p in doc.pages if p.label}
         self.out: list[dict] = []
 
     # -- helpers on offsets ---------------------------------------------------------
@@ -296,7 +307,8 @@ class _Chunker:
             while self.flat[first].isspace():
                 first += 1
             page = self.page_at(first)
-        self.out.append(dict(text=text, header=SEP.join(p for p in header_path if p), kind=kind, page=page, **fields))
+        self.out.append(dict(text=reflow(text, self.width), header=SEP.join(p for p in header_path if p), kind=kind,
+                             page=page, page_label=self.page_labels.get(page), **fields))
 
     # -- driver --------------------------------------------------------------------
 
@@ -311,7 +323,8 @@ class _Chunker:
             heads = [h for h in heads if h.kind != "article" or h.line < appendix]
         articles, demoted_until = _accept_articles(heads)
         if not articles:
-            self.paragraphs(list(range(len(self.lines))), [self.doc.title], {})
+            if not self.outline():
+                self.paragraphs(list(range(len(self.lines))), [self.title], {})
             return self.out
         first = articles[0].line
         # the structured region starts at the first Phần/Chương/Mục after the last demoted act
@@ -320,7 +333,7 @@ class _Chunker:
             if h.kind in ("part", "chapter", "section") and demoted_until < h.line < first:
                 region = h.line
                 break
-        self.paragraphs(list(range(region)), [self.doc.title], {})
+        self.paragraphs(list(range(region)), [self.title], {})
 
         accepted = {h.line: h for h in articles}
         accepted.update({h.line: h for h in heads if h.kind != "article" and h.line >= region})
@@ -354,16 +367,52 @@ class _Chunker:
             elif h.kind == "section":
                 ctx = _Ctx(part=ctx.part, chapter=ctx.chapter, section=_label(h))
             else:
-                ctx = _Ctx(appendix=_label(h))
+                ctx = _Ctx(appendix=_label(h), appendix_no=f"Phụ lục {h.num}".strip(), appendix_name=h.name or None)
         flush()
         return self.out
 
+    # -- documents without Điều: numbered sections (1., 2.) with lettered parts (A., B.) ------------
+
+    def outline(self) -> bool:
+        """Chunk a document built from numbered sections ("1. Phạm vi áp dụng") and lettered parts
+        ("A. Với các sinh viên …"), as a Hướng dẫn is; False when it has no such outline (at least two
+        sections numbered 1, 2, … with capitalised titles)."""
+        all_idx = list(range(len(self.lines)))
+        secs = _outline_marks(self.lines, all_idx, _RE_OUTLINE_SECTION, lambda n: str(int(n) + 1), "1")
+        if len(secs) < 2:
+            return False
+        self.paragraphs([i for i in all_idx if i < secs[0][1]], [self.title], {})
+        for k, (num, start) in enumerate(secs):
+            end = secs[k + 1][1] if k + 1 < len(secs) else len(self.lines)
+            idxs = list(range(start, end))
+            label = f"Mục {num}. {_unit_title(self.lines[start].text)}"
+            path = [self.title, label]
+            if len(self.text_of(self.spans_of(idxs))) <= self.max:
+                self.emit(self.spans_of(idxs), header_path=path, kind="section", section=label)
+                continue
+            parts = _outline_marks(self.lines, idxs[1:], _RE_OUTLINE_PART, _next_capital, "A")
+            units = [(None, idxs)] if not parts else [
+                # the section's title line (and any lead-in) rides with part A
+                (letter, idxs[: (parts[j + 1][1] if j + 1 < len(parts) else end) - start] if j == 0 else
+                 list(range(pstart, parts[j + 1][1] if j + 1 < len(parts) else end)))
+                for j, (letter, pstart) in enumerate(parts)
+            ]
+            for letter, uidx in units:
+                plabel = f"Phần {letter}. {_unit_title(self.lines[dict(parts)[letter]].text)}" if letter else None
+                spans = self.spans_of(uidx)
+                pieces = [spans] if len(self.text_of(spans)) <= self.max else \
+                    [[sp] for sp in self.split_span(spans[0][0], spans[-1][1], self.max)]
+                for piece in pieces:
+                    self.emit(piece, header_path=path + [plabel], kind="section", section=label, part=plabel)
+        return True
+
     def path(self, ctx: _Ctx) -> list[str | None]:
-        return [self.doc.title, ctx.part, ctx.chapter, ctx.section, ctx.appendix]
+        return [self.title, ctx.part, ctx.chapter, ctx.section, ctx.appendix]
 
     @staticmethod
     def ctx_fields(ctx: _Ctx) -> dict:
-        return dict(part=ctx.part, chapter=ctx.chapter, section=ctx.section)
+        return dict(part=ctx.part, chapter=ctx.chapter, section=ctx.section, appendix=ctx.appendix_no,
+                    appendix_title=ctx.appendix_name)
 
     # -- articles --------------------------------------------------------------------
 
@@ -562,6 +611,33 @@ def _blocks(lines: list[_Line], idxs: list[int], split_blank: bool = False) -> l
     return [(t, b) for t, b in out if b]
 
 
+_RE_OUTLINE_SECTION = re.compile(r"^(\d{1,2})\.\s+(\S.*)$")
+_RE_OUTLINE_PART = re.compile(r"^([A-Z])\.\s+(\S.*)$")
+
+
+def _next_capital(prev: str) -> str | None:
+    return chr(ord(prev) + 1) if prev < "Z" else None
+
+
+def _outline_marks(lines: list[_Line], idxs: list[int], rx: re.Pattern, nxt, first: str) -> list[tuple[str, int]]:
+    """Like ``_sequence``, for outline headings: the text after the number must start with a capital."""
+    found: list[tuple[str, int]] = []
+    expect = first
+    for i in idxs:
+        m = rx.match(lines[i].text)
+        if m and m.group(1) == expect and m.group(2)[0].isupper() and len(lines[i].text) <= 200:
+            found.append((expect, i))
+            expect = nxt(expect)
+    return found
+
+
+def _unit_title(line: str) -> str:
+    """"2. Điều kiện học chuyển tiếp" → "Điều kiện học chuyển tiếp"; "7. Học phí: Mức thu …" → "Học phí"."""
+    rest = re.sub(r"^(?:\d{1,2}|[A-Z])\.\s+", "", line).strip()
+    head = rest.split(":", 1)[0].strip()
+    return (head if len(head) <= 120 else head[:117].rsplit(" ", 1)[0] + "…").rstrip(".")
+
+
 def _unit(spans, clause, point, level, *, frag=False) -> dict:
     """level: "lead" (the article's lead-in), "clause" (a whole Khoản), "point" (a part of one Khoản)."""
     return dict(spans=spans, clause=clause, point=point, level=level, frag=frag)
@@ -599,11 +675,15 @@ def _chunk_id(source: str, header: str, text: str, occurrence: int) -> str:
     return h.hexdigest()[:20]
 
 
-def chunk_document(doc: Document, *, max_chars: int = 2400, window_chars: int = 1200) -> list[Chunk]:
-    """Chunks of one cleaned document, in document order, with deterministic content-hash ids."""
+def chunk_document(doc: Document, *, max_chars: int = 2400, window_chars: int = 1200,
+                   title: str | None = None) -> list[Chunk]:
+    """Chunks of one cleaned document, in document order, with deterministic content-hash ids.
+
+    ``title`` (the short title from rag.metadata) starts every header path; default: ``doc.title``.
+    """
     if max_chars < 100 or window_chars < 100:
         raise ValueError("max_chars and window_chars must be at least 100")
-    raw = _Chunker(doc, max_chars, window_chars).run()
+    raw = _Chunker(doc, max_chars, window_chars, title).run()
     seen: Counter[tuple[str, str]] = Counter()
     chunks = []
     for r in raw:

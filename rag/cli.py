@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import InputError, RagError
+from .texts import CHAT_QUERY_USED, CHAT_RESET, FULL_TEXT_HEADING
 
 EXIT_PARTIAL = 1
 EXIT_INPUT = 2
@@ -121,8 +122,20 @@ def cmd_ask(args) -> int:
     if args.json:
         print(_dump(pipe.answer(req).to_dict()))
         return 0
-    _print_answer(pipe, req)
+    final = _print_answer(pipe, req)
+    if args.full:
+        _print_full(pipe, final)
     return 0
+
+
+def _print_full(pipe, answer) -> None:
+    """The whole Điều behind each quoted passage (``--full``)."""
+    seen = set()
+    for q in getattr(answer, "quotes", []) or []:
+        path, text = pipe.full_text(q.chunk_id)
+        if path not in seen:
+            seen.add(path)
+            print("\n" + FULL_TEXT_HEADING.format(path) + "\n" + text)
 
 
 def cmd_chat(args) -> int:
@@ -141,11 +154,16 @@ def cmd_chat(args) -> int:
             return 0
         if question == "/reset":
             history = []
+            print(CHAT_RESET)
             continue
         if not question:
             continue
         try:
             final = _print_answer(pipe, _request(args, question, history[-8:]))
+            if final.query and final.query != question:
+                print(CHAT_QUERY_USED.format(final.query))
+            if args.full:
+                _print_full(pipe, final)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
         except InputError as e:
             print(f"error [{e.code}]: {e}", file=sys.stderr)
@@ -158,6 +176,8 @@ def cmd_info(args) -> int:
     settings = _settings(args)
     index = Index.open(settings, EmbedSpec.from_settings(settings))
     manifest = index.manifest.to_dict()
+    manifest["documents"] = [{"source": src, **(f.get("meta") or {"title": f.get("title")})}
+                             for src, f in sorted(manifest["files"].items())]
     if not args.files:
         manifest["files"] = sorted(manifest["files"])
         manifest.pop("checksums", None)  # one line per index file: shown with --files
@@ -181,8 +201,10 @@ def cmd_eval(args) -> int:
                   f"  rag ingest '{res['laws_dir']}' --index '{idx}'\n"
                   f"  rag eval '{res['dataset']}' --index '{idx}' --retrieval-only")
         return 0
+    if args.corpora:
+        return _eval_corpora(args)
     if not args.dataset:
-        raise InputError("give a dataset: rag eval DATASET.jsonl (or --convert-alqac PATH OUT.jsonl).")
+        raise InputError("give a dataset: rag eval DATASET.jsonl (or --corpora, or --convert-alqac PATH OUT.jsonl).")
     rows = load_dataset(args.dataset)  # before loading models: a bad line fails fast
     compare = [load_report(p) for p in args.compare or []]
     pipe = _pipeline(args, load_llm=not args.retrieval_only)
@@ -194,6 +216,21 @@ def cmd_eval(args) -> int:
     for kind, path in paths.items():
         print(f"{kind}: {path}" if path else f"{kind}: skipped (pip install matplotlib for the PNG chart)",
               file=sys.stderr)
+    return 0
+
+
+def _eval_corpora(args) -> int:
+    from .evaluate import suite, write_json
+
+    data = Path(args.data).expanduser() if args.data else Path("../shared/data")
+    work = Path(args.work).expanduser() if args.work else Path.home() / ".cache" / "rag" / "eval"
+    walk = Path(__file__).resolve().parent.parent / "benchmarks" / "hust_walk.jsonl"
+    result = suite.run(data, work, _settings(args), progress=sys.stderr.isatty(), walk=walk)
+    print(suite.table(result))
+    out = Path(args.out) if args.out else Path("rag-eval") / "corpora"
+    for name, rep in result["columns"].items():
+        write_json(rep, out / f"{name.replace(' ', '-')}.json")
+    print(f"reports: {out}/", file=sys.stderr)
     return 0
 
 
@@ -253,11 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("ask", help="answer a question with citations")
     sp.add_argument("question")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--full", action="store_true", help="also print the whole Điều behind each quoted passage")
     index_arg(sp)
     gen_args(sp)
     sp.set_defaults(func=cmd_ask)
 
     sp = sub.add_parser("chat", help="interactive multi-turn session in the terminal")
+    sp.add_argument("--full", action="store_true", help="also print the whole Điều behind each quoted passage")
     index_arg(sp)
     gen_args(sp)
     sp.set_defaults(func=cmd_chat)
@@ -279,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--top-k", type=int, dest="top_k", help="passages given to the answer (default: RAG_TOP_K)")
     sp.add_argument("--compare", action="append", metavar="REPORT.json",
                     help="an earlier report.json to show next to this run in the table and chart (repeatable)")
+    sp.add_argument("--corpora", action="store_true",
+                    help="evaluate the demo corpus, the HUST regulations and ALQAC on held-out questions and print "
+                         "one table (docs/evaluation.md); indexes are built once into --work")
+    sp.add_argument("--data", metavar="DIR", help="with --corpora: the data folder (default ../shared/data)")
+    sp.add_argument("--work", metavar="DIR", help="with --corpora: where the indexes go (default ~/.cache/rag/eval)")
     sp.add_argument("--convert-alqac", nargs=2, metavar=("PATH", "OUT.jsonl"), dest="convert_alqac",
                     help="convert ALQAC 2023 (its folder or train.json) to a dataset, and its laws to documents "
                          "in OUT-laws/, then exit")

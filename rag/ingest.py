@@ -106,6 +106,8 @@ def ingest(
     """Index the files under ``paths`` into the index of ``settings`` (or ``directory``)."""
     from .chunk import chunk_document
     from .load import iter_files
+    from .metadata import apply as apply_metadata
+    from .metadata import document_metadata, read_sidecar
     from .normalise import segment
 
     t0 = time.perf_counter()
@@ -132,13 +134,17 @@ def ingest(
             seen_sources.add(source)
             try:
                 sha = file_sha256(path)
+                sidecar, sidecar_sha = read_sidecar(path, _root_of(path, source))
                 prev = old_files.get(source)
-                if prev and prev.get("sha256") == sha and source in kept:
+                if prev and prev.get("sha256") == sha and prev.get("sidecar_sha256", "") == sidecar_sha \
+                        and source in kept:
                     files_meta[source] = prev
                     report.files.append(FileResult(source, "unchanged", prev.get("pages", 0), prev.get("chunks", 0)))
                     continue
                 doc = read_document(path, settings, source=source, index_dir=directory, progress=progress)
-                chunks = chunk_document(doc, max_chars=settings.chunk_max_chars)
+                meta = document_metadata(doc, sidecar)
+                chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
+                apply_metadata(chunks, meta)
                 if not chunks:
                     raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
                                    code="empty_document")
@@ -152,6 +158,7 @@ def ingest(
             files_meta[source] = {
                 "sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
                 "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr),
+                "meta": meta.to_dict(), "sidecar_sha256": sidecar_sha,
             }
             status = "updated" if source in kept else "added"
             report.files.append(FileResult(source, status, len(doc.pages), len(chunks),
@@ -184,6 +191,12 @@ def ingest(
     if log:
         log(report.summary())
     return report
+
+
+def _root_of(path: Path, source: str) -> Path:
+    """The ingest root a file was found under (its source is relative to it); where corpus.yaml may sit."""
+    depth = len(Path(source).parts)
+    return path.parents[depth - 1] if 0 < depth <= len(path.parents) else path.parent
 
 
 def read_document(
@@ -270,6 +283,11 @@ def demo_paths() -> list[Path]:
 
     root = resources.files("rag.demo")
     return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".md"))
+
+
+def demo_sources() -> set[str]:
+    """The source names the demo regulations are indexed under."""
+    return {p.name for p in demo_paths()}
 
 
 def ensure_demo_index(settings: Settings, embedder: Embedder | None = None, progress: bool = False) -> Path:

@@ -186,9 +186,12 @@ def clean_pages(pages: list[Page]) -> list[Page]:
     lines at spaces; a hyphen at a line end is a real hyphen in a compound, a
     range or a code, never a syllable split, and must stay.
 
-    Nothing else is joined: line starts carry the structure ("Điều", "1.",
-    "a)") the chunker needs. Pages keep their numbers; a page left empty is
-    kept with empty text so page numbering never shifts.
+    Nothing else is joined here: line starts carry the structure ("Điều", "1.",
+    "a)") the chunker needs (``reflow`` joins wrapped lines once the chunker has
+    read them). Pages keep their numbers; a page left empty is kept with empty
+    text so page numbering never shifts. The number printed on a page (a bare
+    page number, "Trang 12", "- 12 -", or the digits of a running header/footer
+    such as "Quy chế đào tạo - 12") becomes ``Page.label``.
     """
     texts = [normalise_text(p.text) for p in pages]
     line_lists = [t.split("\n") for t in texts]
@@ -206,13 +209,59 @@ def clean_pages(pages: list[Page]) -> list[Page]:
 
     out = []
     for page, lines in zip(pages, line_lists):
-        lines = _strip_edges(lines, repeated)
+        lines, label = _strip_edges(lines, repeated)
         lines = _drop_toc(lines)
         text = "\n".join(lines)
         text = _EOL_HYPHEN.sub(_join_hyphen, text)
         text = _MANY_BREAKS.sub("\n\n", text).strip("\n")
-        out.append(replace(page, text=text))
+        out.append(replace(page, text=text, label=page.label or label))
     return out
+
+
+# --- reading: rejoin lines that the page width broke ---------------------------------
+
+# A line starting like this begins a unit of its own: a Khoản "2.", a Điểm "b)", a bullet, a table row,
+# a heading, a lettered or Roman-numbered part ("A.", "II.").
+_UNIT_START = re.compile(
+    r"^(?:\d{1,3}(?:\.\d{1,3})*[.)]\s|[a-zđ][).]\s|[-+•*–—○▪►]\s?|\||(?:Điều|ĐIỀU|Chương|CHƯƠNG|Mục|MỤC|Phần|PHẦN|"
+    r"Phụ lục|PHỤ LỤC)\b|[A-ZĐ][.)]\s|[IVXLC]+[.)]\s)"
+)
+_SENTENCE_FINAL = re.compile(r"[.;:!?…]['\"”’)\]]*$")
+
+
+def line_width(lines: list[str]) -> int:
+    """The text width of a document: the 90th percentile of its non-empty line lengths (at least 40)."""
+    lengths = sorted(len(ln.strip()) for ln in lines if ln.strip())
+    return max(40, lengths[int(0.9 * (len(lengths) - 1))]) if lengths else 40
+
+
+def reflow(text: str, width: int) -> str:
+    """Join lines that the page width broke, keep every line that starts a unit.
+
+    A line is joined to the one before when that one ran to the right margin (at
+    least 60% of ``width`` long, 85% when the line starts with a capital), does not end a sentence (. ; : ! ? …) and is not a
+    heading in capitals, and the line itself does not start a Khoản, Điểm, bullet,
+    table row or heading. Short lines (table cells flattened by a PDF, signatures,
+    list items) are never joined, so lists and tables stay one item per line.
+    """
+    out: list[str] = []
+    for line in text.split("\n"):
+        s = line.strip()
+        prev = out[-1] if out else ""
+        # a capital after a shorter line is more likely a heading followed by its text than a wrap
+        reach = 0.6 if s[:1].islower() else 0.85
+        if (s and prev and len(prev) >= reach * width and not _SENTENCE_FINAL.search(prev)
+                and not prev.startswith("|") and not _UNIT_START.match(s) and not _all_caps(prev)
+                and not _all_caps(s)):
+            out[-1] = f"{prev} {s}"
+        else:
+            out.append(s)
+    return "\n".join(out)
+
+
+def _all_caps(s: str) -> bool:
+    letters = [c for c in s if c.isalpha()]
+    return len(letters) >= 4 and all(c.isupper() for c in letters)
 
 
 def _is_toc_line(line: str) -> bool:
@@ -231,9 +280,13 @@ def _join_hyphen(m: re.Match) -> str:
     return m.group(0)
 
 
-def _strip_edges(lines: list[str], repeated: set[str]) -> list[str]:
-    """Drop repeated headers/footers and page numbers at the top and bottom of one page."""
+def _strip_edges(lines: list[str], repeated: set[str]) -> tuple[list[str], str | None]:
+    """Drop repeated headers/footers and page numbers at the top and bottom of one page.
+
+    Returns the kept lines and the printed page number found there (None when there is none).
+    """
     drop: set[int] = set()
+    label = None
     top, bottom = _edge_indices(lines)
     for i in top + bottom:
         if _header_key(lines[i]) in repeated:
@@ -243,7 +296,8 @@ def _strip_edges(lines: list[str], repeated: set[str]) -> list[str]:
     for i in rest[:1] + rest[-1:]:
         if _PAGE_NUMBER.match(lines[i].strip()):
             drop.add(i)
-    return [ln for i, ln in enumerate(lines) if i not in drop]
+            label = str(int(re.search(r"\d+", lines[i]).group()))
+    return [ln for i, ln in enumerate(lines) if i not in drop], label
 
 
 def _drop_toc(lines: list[str]) -> list[str]:

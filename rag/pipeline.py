@@ -25,7 +25,7 @@ from .extractive import extractive_answer
 from .index import Index
 from .request import AskRequest
 from .retrieve import Retrieval, Retriever
-from .texts import is_refusal
+from .texts import DEMO_NOTICE, is_refusal
 from .types import Answer, Citation, Hit
 
 
@@ -55,19 +55,23 @@ class Pipeline:
         self.embedder = embedder
         self.generator = generator
         self.retriever = Retriever(index, embedder, settings, reranker)
+        self.demo = False  # answering from the bundled demo regulations (nothing configured)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, index_dir: Path | None = None, embedder: Embedder | None = None,
                       generator=None, load_llm: bool = True, progress: bool = False) -> "Pipeline":
         """Load everything a deployment needs; a missing or mismatched piece raises a RagError saying what to set.
 
-        With no index directory configured, the bundled demo regulations are indexed on first use.
+        With no index configured at all, the bundled demo regulations are indexed on first use, and every
+        answer then says it comes from the demo university (``DEMO_NOTICE``). A configured index that is
+        missing is an error saying how to build it (``Index.open``), never a silent fall back to the demo.
         """
-        from .ingest import ensure_demo_index
+        from .ingest import demo_sources, ensure_demo_index
 
         if index_dir is not None:
             settings = settings.with_(index_dir=Path(index_dir))
-        if settings.index_dir is None and not settings.chroma_url:
+        unconfigured = settings.index_dir is None and not settings.chroma_url
+        if unconfigured:
             if not (settings.resolved_index_dir() / "manifest.json").exists():
                 embedder = embedder or Embedder.load(settings)
             ensure_demo_index(settings, embedder=embedder, progress=progress)
@@ -81,7 +85,9 @@ class Pipeline:
             from .generate import Generator
 
             generator = Generator.load(settings)
-        return cls(settings, index, embedder, generator, reranker)
+        pipe = cls(settings, index, embedder, generator, reranker)
+        pipe.demo = unconfigured and set(index.manifest.files) <= demo_sources()
+        return pipe
 
     # -- retrieval only ---------------------------------------------------------------------------
     def search(self, question: str, top_k: int | None = None) -> Retrieval:
@@ -114,11 +120,17 @@ class Pipeline:
         timings = dict(retrieval.timings)
         if retrieval.refused or self.generator is None:
             answer = extractive_answer(retrieval)
+            if self.demo:
+                answer.text += "\n\n" + DEMO_NOTICE
             answer.timings = {**timings, "total_ms": (time.perf_counter() - t0) * 1000}
             yield Delta(answer.text)
             yield Final(answer)
             return
-        yield from self._generate(req, retrieval, timings, t0, cancel, adapter)
+        for event in self._generate(req, retrieval, timings, t0, cancel, adapter):
+            if isinstance(event, Final) and self.demo:
+                yield Delta("\n\n" + DEMO_NOTICE)
+                event.answer.text += "\n\n" + DEMO_NOTICE
+            yield event
 
     def _generate(self, req: AskRequest, retrieval: Retrieval, timings: dict, t0: float,
                   cancel: threading.Event | None, adapter: str | None = None) -> Iterator[Event]:
@@ -147,6 +159,7 @@ class Pipeline:
             gen_timings["first_token_ms"] += timings.get("retrieve_ms", 0.0)
         answer = Answer(
             text=text, refused=refused, citations=[] if refused else citations, hits=retrieval.hits, usage=usage,
+            query=retrieval.query,
             timings={**timings, **gen_timings, "total_ms": (time.perf_counter() - t0) * 1000},
             unsupported_citations=unsupported, dropped_passages=[p.id for p in built.dropped], mode="llm",
             finish_reason=getattr(run, "finish_reason", None),
@@ -154,7 +167,50 @@ class Pipeline:
         yield Final(answer)
 
     def _retrieve(self, req: AskRequest) -> Retrieval:
+        """Retrieve for the request; a follow-up is first made a standalone query — by the LLM when one is
+        configured (falling back to the rule of ``rag.followup`` when its rewrite is unusable), else by the rule."""
+        from .followup import is_followup
+
+        if self.generator is not None and is_followup(req.question, req.history):
+            query = self._llm_query(req)
+            if query:
+                return self.retriever.search(req.question, req.top_k, query=query)
         return self.retriever.search_in_conversation(req.question, req.history, req.top_k)
+
+    def _llm_query(self, req: AskRequest) -> str | None:
+        from .prompt import REWRITE_SYSTEM_PROMPT, build_prompt
+
+        gen = self.generator
+        try:
+            built = build_prompt(gen.tokenizer, question=req.question, passages=[], history=req.history,
+                                 system_prompt=REWRITE_SYSTEM_PROMPT, context_tokens=gen.context_tokens,
+                                 max_new_tokens=64)
+            rewrite_req = AskRequest(question=req.question, max_new_tokens=64, temperature=0.0).validate(
+                self.settings)
+            text = gen.stream(built.text, rewrite_req).read()
+        except RagError:
+            return None
+        line = next((ln.strip(" \"'«»") for ln in text.splitlines() if ln.strip()), "")
+        return line if 5 <= len(line) <= 300 else None
+
+    def full_text(self, chunk_id: str) -> tuple[str, str]:
+        """The whole Điều (or appendix, or section) a passage belongs to: its heading path and its text,
+        every piece of a long Điều joined in order — what `rag ask --full` and the web chat's
+        "toàn văn" block show."""
+        from .extractive import structure_path
+
+        i = self.index.by_id[chunk_id]
+        c = self.index.chunks[i]
+        key = (c.source, c.article, c.appendix, c.section if c.kind == "section" else None)
+        parts = [x for x in self.index.chunks if x.source == c.source and
+                 (x.source, x.article, x.appendix, x.section if x.kind == "section" else None) == key]
+        if not (c.article or c.appendix or c.kind == "section"):
+            parts = [c]
+        text = "\n".join(dict.fromkeys(p.text for p in parts))
+        cite = c.citation()
+        cite.clause = cite.point = None
+        cite.part = None
+        return structure_path(cite), text
 
     def warmup(self) -> None:
         """A tiny end-to-end pass so the first real request is not the one that pays for lazy loading."""

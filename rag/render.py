@@ -1,7 +1,7 @@
 """The one writer (and reader) of an Answer's text forms; every wrapper, the CLI and the web chat use it.
 
-- ``citation_label``: the house citation style, "Điều 10 (Cảnh báo học tập),
-  Khoản 2 — Quy chế đào tạo, tr. 4"; ``citation_from_label`` reads one back.
+- ``citation_label``: the house citation style, "Quy chế đào tạo 2025, Điều 10, Khoản 2,
+  trang 12"; ``citation_from_label`` reads one back.
 - ``sources_block``: what a text client shows after the streamed answer (the
   Cog runner's text output): the sources heading, "[1] <label>" lines and a note on the Điều
   the answer named that were not retrieved; ``answer_from_text`` reads an answer
@@ -35,22 +35,35 @@ CITATION_FIELDS = ("document", "source", "page", "chapter", "article", "article_
 
 
 def citation_label(c: Citation) -> str:
-    """The house citation style: 'Điều 10 (Cảnh báo học tập), Khoản 2, Điểm a — <document>, tr. 4'."""
-    parts = []
+    """The house citation label: "Quy chế đào tạo 2025, Điều 10, Khoản 2, trang 12".
+
+    The document's short title (its full title when it has none); the Điều — or, outside any Điều,
+    the appendix ("Phụ lục 2") or the section and part of a document without Điều ("mục 2, phần A");
+    the Khoản and Điểm; the page number printed on the page when it has one, else the file's page.
+    """
+    parts = [c.title or c.document]
     if c.article:
-        parts.append(f"Điều {c.article}" + (f" ({c.article_title})" if c.article_title else ""))
+        parts.append(f"Điều {c.article}")
+    elif c.appendix:
+        parts.append(c.appendix)
+    elif c.section:
+        parts.append("mục " + c.section.removeprefix("Mục ").split(".")[0])
+        if c.part:
+            parts.append("phần " + c.part.removeprefix("Phần ").split(".")[0])
     if c.clause:
         parts.append(f"Khoản {c.clause}")
     if c.point:
         parts.append(f"Điểm {c.point}")
-    tail = c.document + (f", tr. {c.page}" if c.page else "")
-    return f"{', '.join(parts)} — {tail}" if parts else tail
+    page = c.page_label or (str(c.page) if c.page else None)
+    if page:
+        parts.append(f"trang {page}")
+    return ", ".join(parts)
 
 
 # ``citation_label`` read backwards; a label it does not produce is not parsed (see citation_from_label).
 _LABEL = re.compile(
-    r"^(?:Điều (?P<article>\S+?)(?: \((?P<title>.*)\))?(?:, Khoản (?P<clause>[^,]+?))?(?:, Điểm (?P<point>[^,]+?))?"
-    r" — )?(?P<document>.+?)(?:, tr\. (?P<page>\d+))?$"
+    r"^(?P<document>.+?)(?:, Điều (?P<article>[^,]+?))?(?:, Khoản (?P<clause>[^,]+?))?(?:, Điểm (?P<point>[^,]+?))?"
+    r"(?:, trang (?P<page>\d+))?$"
 )
 
 
@@ -61,7 +74,7 @@ def citation_from_label(label: str) -> Citation:
     m = _LABEL.match(label)
     if m:
         c = Citation(document=m["document"], source="", page=int(m["page"]) if m["page"] else None,
-                     article=m["article"], article_title=m["title"], clause=m["clause"], point=m["point"])
+                     article=m["article"], clause=m["clause"], point=m["point"])
         if citation_label(c) == label:
             return c
     return Citation(document=label, source="")
@@ -224,8 +237,12 @@ def sources_panel(answer: Answer) -> SourcesPanel:
     hits: dict[tuple, Hit] = {}
     for c, h in retrieved:
         hits.setdefault(_key(c), h)
-    cited = [_panel_source(i, c, hits.get(_key(c))) for i, c in enumerate(answer.citations, 1)]
-    used = {_key(c) for c in answer.citations}
+    # an extractive quote cites a narrower Khoản than its passage: match it by the quote's chunk id
+    by_id = {h.chunk.id: h for h in answer.hits}
+    quoted = [by_id.get(q.chunk_id) for q in answer.quotes]
+    found = [hits.get(_key(c)) or (quoted[i] if i < len(quoted) else None) for i, c in enumerate(answer.citations)]
+    cited = [_panel_source(i, c, h) for i, (c, h) in enumerate(zip(answer.citations, found), 1)]
+    used = {_key(c) for c in answer.citations} | {_key(h.chunk.citation()) for h in found if h is not None}
     others = [_panel_source(None, c, h) for c, h in retrieved if _key(c) not in used]
     return SourcesPanel(False, cited, others, list(answer.unsupported_citations), footer(answer))
 

@@ -25,6 +25,9 @@ import numpy as np
 from .config import Settings
 from .embed import Embedder
 from .index import Index
+from .texts import REFUSAL
+from .texts import REFUSAL_REASONS as REASONS
+from .texts import REFUSAL_SUGGEST as SUGGEST
 from .types import Hit
 
 RRF_K = 60
@@ -44,9 +47,26 @@ class Retrieval:
     relevance: float
     refused: bool
     timings: dict[str, float] = field(default_factory=dict)
+    query: str | None = None  # what was searched: the question, or a follow-up rewritten as a standalone query
+    terms: dict[str, float] = field(default_factory=dict)  # the query's content words → weight (rarity)
+    reason: str | None = None  # why it was refused (a REASONS key)
+    why: str | None = None  # that reason as a sentence for the user
+    suggestions: list[str] = field(default_factory=list)  # what the corpus covers nearest the question
+    levels: list[str] = field(default_factory=list)  # the programme levels the ranking favoured
+    features: dict[str, float] = field(default_factory=dict)  # the answerability decision's inputs
 
     def to_dict(self) -> dict:
-        return {"question": self.question, "hits": [h.to_dict() for h in self.hits]}
+        return {"question": self.question, "query": self.query or self.question,
+                "hits": [h.to_dict() for h in self.hits]}
+
+    def refusal_text(self) -> str:
+        """The refusal sentence, why, and what the documents do cover nearest the question."""
+        out = REFUSAL
+        if self.why or self.reason in REASONS:
+            out += " " + (self.why or REASONS[self.reason])
+        if self.suggestions:
+            out += "\n" + SUGGEST + "\n" + "\n".join(f"- {s}" for s in self.suggestions)
+        return out
 
 
 class Retriever:
@@ -55,6 +75,9 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
+        self._syllables: set[str] | None = None
+        self._titles: dict[int, set[str]] | None = None
+        self._scope = None
 
     @staticmethod
     def load_reranker(settings: Settings):
@@ -73,22 +96,33 @@ class Retriever:
                 "CrossEncoder name or local directory, or unset it."
             ) from e
 
-    def search(self, question: str, top_k: int | None = None) -> Retrieval:
+    # -- ranking ----------------------------------------------------------------------------------
+    def search(self, question: str, top_k: int | None = None, *, query: str | None = None) -> Retrieval:
+        """Rank passages for ``query`` (default: the question) and decide whether the documents answer it."""
         from .normalise import normalise_text, segment
 
         top_k = top_k or self.settings.top_k
         t0 = time.perf_counter()
         q = normalise_text(question).strip()
+        text = normalise_text(query).strip() if query else q
         n = len(self.index)
         if n == 0:
-            return Retrieval(q, [], 0.0, True, {"retrieve_ms": 0.0})
-        q_tokens = segment(q)
-        q_vec = self.embedder.embed_query(q)
+            return Retrieval(q, [], 0.0, True, {"retrieve_ms": 0.0}, query=text, reason="no_match",
+                             why=REASONS["no_match"])
+        q_tokens = segment(text)
+        terms = self.term_weights(q_tokens)
+        if not q_tokens:  # only punctuation or symbols: nothing to search (BM25 cannot score an empty query)
+            return Retrieval(q, [], 0.0, True, {"retrieve_ms": (time.perf_counter() - t0) * 1000}, query=text,
+                             reason="no_words", why=REASONS["no_words"])
+        q_vec = self.embedder.embed_query(text)
         t_embed = time.perf_counter()
         dense = self.index.dense_scores(q_vec)
         lexical = self.index.lexical_scores(q_tokens)
         pool = min(n, max(50, top_k * 10))
         fused = self.fuse(dense, lexical, pool)
+        fused = self.fields(fused, terms)
+        levels, stated = self.target_levels(text)
+        fused = self.scope(fused, levels, stated)
         order = sorted(fused, key=lambda i: (-fused[i], i))
         hits = [Hit(chunk=self.index.chunks[i], score=fused[i], dense=float(dense[i]), lexical=float(lexical[i]))
                 for i in order]
@@ -96,34 +130,119 @@ class Retriever:
         timings = {"embed_ms": (t_embed - t0) * 1000, "search_ms": (t_fuse - t_embed) * 1000}
         if self.reranker is not None and hits:
             hits = hits[: max(20, top_k * 3)]
-            scores = self.reranker.predict([(q, h.chunk.full_text) for h in hits], show_progress_bar=False)
-            for h, s in zip(hits, scores):
-                h.rerank = float(s)
-                h.score = float(s)
+            scores = self.reranker.predict([(text, h.chunk.full_text) for h in hits], show_progress_bar=False)
+            for h, sc in zip(hits, scores):
+                h.rerank = float(sc)
+                h.score = float(sc)
             hits.sort(key=lambda h: -h.rerank)
             timings["rerank_ms"] = (time.perf_counter() - t_fuse) * 1000
+        features = self.features(q_tokens, terms, hits, dense, lexical)
         hits = hits[:top_k]
         for r, h in enumerate(hits, 1):
             h.rank = r
-        relevance = self.relevance(q_tokens, hits)
+        relevance = self.relevance(features, hits)
         timings["retrieve_ms"] = (time.perf_counter() - t0) * 1000
-        return Retrieval(q, hits, relevance, relevance < self.settings.min_relevance, timings)
+        out = Retrieval(q, hits, relevance, False, timings, query=text, terms=terms, levels=levels,
+                        features=features)
+        self.decide(out, q)
+        return out
+
+    def decide(self, out: Retrieval, question: str) -> None:
+        """Answer or refuse, and why: no searchable word; a question the documents cannot be about (rag.scope);
+        words the documents never use; or too little of the question found together in one passage."""
+        if not out.terms:
+            out.refused, out.reason = True, "no_words"
+            return
+        if self._scope is None:
+            from .scope import Scope
+
+            self._scope = Scope.from_index(self.index)
+        cue = self._scope.check(question)
+        if cue is not None:
+            out.refused, out.reason = True, cue[0]
+            out.why = REASONS[cue[0]].format(**cue[1])
+        elif out.relevance < self.settings.min_relevance:
+            out.refused = True
+            unknown = [t.replace("_", " ") for t in out.terms if not self._known(t)]
+            total = sum(out.terms.values())
+            if unknown and sum(out.terms[t.replace(" ", "_")] for t in unknown) >= 0.5 * total:
+                out.reason = "unknown_words"
+                out.why = REASONS["unknown_words"].format(words=", ".join(f"«{w}»" for w in unknown[:4]))
+            else:
+                out.reason = "no_match"
+        if out.refused:
+            out.suggestions = self.suggest(out.hits)
+
+    def target_levels(self, text: str) -> tuple[list[str], bool]:
+        """The programme levels to favour: those the question states, else the deployment's default audience."""
+        from .metadata import question_levels
+
+        stated = question_levels(text)
+        if stated:
+            return stated, True
+        audience = self.settings.audience
+        return ([audience] if audience and audience != "none" else []), False
+
+    def scope(self, fused: dict[int, float], levels: list[str], stated: bool) -> dict[int, float]:
+        """Lower passages written for another programme level than the one asked about (or the default audience).
+
+        A passage for every level (no audience) is untouched; one for the asked level is untouched; one for
+        another level loses a share of its score — more when the question names its level than when the
+        default audience applies, so an undergraduate question is answered from the undergraduate rules while
+        a question that clearly matches the master's rules still finds them.
+        """
+        if not levels:
+            return fused
+        penalty = self.settings.scope_penalty if stated else self.settings.audience_penalty
+        if penalty <= 0:
+            return fused
+        want = set(levels)
+        out = {}
+        for i, sc in fused.items():
+            aud = self.index.chunks[i].audience
+            if aud and not want & set(aud.split(",")):
+                sc *= 1.0 - penalty
+            out[i] = sc
+        return out
+
+    def fields(self, fused: dict[int, float], terms: dict[str, float]) -> dict[int, float]:
+        """Field weighting: a passage whose heading (Điều title, section, appendix name) holds the query's words
+        gains RAG_TITLE_WEIGHT × the weighted share of them; loose text outside any Điều, section or appendix
+        (an issuing decision's preamble) keeps (1 − RAG_LOOSE_PENALTY) of its score."""
+        total = sum(terms.values())
+        w_title, loose = self.settings.title_weight, self.settings.loose_penalty
+        out = {}
+        for i, sc in fused.items():
+            c = self.index.chunks[i]
+            if w_title and total:
+                title = self._title_tokens(i)
+                sc += w_title * sum(w for t, w in terms.items() if t in title) / total
+            if loose and c.kind == "paragraph" and not c.appendix and not c.article:
+                sc *= 1.0 - loose
+            out[i] = sc
+        return out
+
+    def _title_tokens(self, i: int) -> set[str]:
+        if self._titles is None:
+            self._titles = {}
+        if i not in self._titles:
+            from .normalise import segment
+
+            c = self.index.chunks[i]
+            self._titles[i] = set(segment(" ".join(x for x in (c.article_title, c.section, c.part, c.appendix_title)
+                                                   if x)))
+        return self._titles[i]
 
     def search_in_conversation(self, question: str, history: list[dict], top_k: int | None = None) -> Retrieval:
         """Retrieve for a question in a conversation (serving and training use this same rule).
 
-        The question is first searched alone. Only when that is refused, there is an
-        earlier user turn, and every content word of the follow-up is known to the
-        corpus, is it searched again together with the previous question — so "còn học
-        kỳ hè thì sao?" can borrow context while "Tỉ giá đô la hôm nay?" after an
-        in-scope question is still refused.
+        A follow-up ("Còn học kỳ hè thì sao?") is rewritten into a standalone query from the
+        earlier user turns (``rag.followup``); the retrieval records the query it searched.
         """
-        alone = self.search(question, top_k)
-        previous = [t["content"] for t in history or [] if t.get("role") == "user"]
-        if not alone.refused or not previous or len(question) > 120 or self.unknown_words(question):
-            return alone
-        joined = self.search(f"{previous[-1]}\n{question}", top_k)
-        return joined if not joined.refused else alone
+        from .followup import standalone_query
+
+        query = standalone_query(question, history)
+        return self.search(question, top_k, query=query if query != question else None)
 
     def fuse(self, dense: np.ndarray, lexical: np.ndarray, pool: int) -> dict[int, float]:
         """Candidate scores from the two rankings.
@@ -148,33 +267,98 @@ class Retriever:
         combined = (lexical / best if best > 0 else np.zeros_like(lexical)) + w * dense
         return {i: float(combined[i]) for i in _top(combined, pool)}
 
-    def relevance(self, q_tokens: list[str], hits: list[Hit]) -> float:
+    # -- answerability ----------------------------------------------------------------------------
+    def term_weights(self, q_tokens: list[str]) -> dict[str, float]:
+        """The query's content words, each weighted by its rarity in the index (a word it lacks weighs most)."""
+        df = self.index.document_frequency
+        n = len(self.index)
+        return {t: math.log((n + 1) / (df.get(t, 0) + 0.5)) for t in dict.fromkeys(q_tokens)
+                if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t)}
+
+    def features(self, q_tokens, terms, hits, dense, lexical) -> dict[str, float]:
+        total = sum(terms.values())
+        unknown = sum(w for t, w in terms.items() if not self._known(t))
+        covs = [self.coverage(q_tokens, self.index.tokens[self.index.by_id[h.chunk.id]]) for h in hits[:3]]
+        d_top = [int(i) for i in np.argsort(-dense)[:5]]
+        l_top = [int(i) for i in np.argsort(-lexical)[:5]]
+        art = lambda i: (self.index.chunks[i].source, self.index.chunks[i].article)  # noqa: E731
+        best_doc = set(self.index.tokens[self.index.by_id[hits[0].chunk.id]]) if hits else set()
+        syl = {x for t in best_doc for x in t.split("_")}
+        missing = [w for t, w in terms.items() if t not in best_doc and not all(x in syl for x in t.split("_"))]
+        content = [t for t in q_tokens if t in terms]
+        pairs = list(zip(content, content[1:]))
+        best_seq = self.index.tokens[self.index.by_id[hits[0].chunk.id]] if hits else []
+        best_pairs = set(zip(best_seq, best_seq[1:]))
+        ucov = 0.0
+        if hits and total:
+            from .extractive import sentences_of
+            from .normalise import syllables
+
+            for h in hits[:3]:
+                for unit in sentences_of(h.chunk.text):
+                    sy = " " + " ".join(syllables(unit)) + " "
+                    ucov = max(ucov, sum(w for t, w in terms.items() if f" {t.replace('_', ' ')} " in sy) / total)
+        return {
+            "ucov": ucov,
+            "z_dense": float((dense.max() - dense.mean()) / (dense.std() + 1e-9)) if len(dense) else 0.0,
+            "z_lex": float((lexical.max() - lexical.mean()) / (lexical.std() + 1e-9)) if len(lexical) else 0.0,
+            "miss_max": max(missing, default=0.0) / total if total else 1.0,
+            "miss_share": sum(missing) / total if total else 1.0,
+            "pairs": (sum(p in best_pairs for p in pairs) / len(pairs)) if pairs else 0.0,
+            "cov1": covs[0] if covs else 0.0,
+            "cov3": max(covs) if covs else 0.0,
+            "dense1": float(dense.max()) if len(dense) else 0.0,
+            "dense_hit": max((h.dense or 0.0) for h in hits[:3]) if hits else 0.0,
+            "unknown": unknown / total if total else 1.0,
+            "n_terms": float(len(terms)),
+            "agree": float(art(d_top[0]) in {art(i) for i in l_top}) if d_top and l_top else 0.0,
+            "bm25_1": float(lexical.max()) if len(lexical) else 0.0,
+        }
+
+    def relevance(self, features: dict[str, float], hits: list[Hit]) -> float:
+        """How much of the question one passage states, in [0, 1] (the gate compares it with RAG_MIN_RELEVANCE).
+
+        Without a reranker: the weighted share of the question's content words found together in one
+        sentence of the first three passages (``ucov``; rare words weigh more, a word the index lacks
+        weighs most), plus 0.3 × the share of its adjacent word pairs found adjacent in the best passage
+        (``pairs``: "giờ mở cửa" is more than "giờ", "mở", "cửa" scattered). With a reranker: the sigmoid
+        of its best score.
+        """
         if not hits:
             return 0.0
         if self.reranker is not None:
             return max(h.rerank or 0.0 for h in hits)
-        best = 0.0
-        for h in hits[:3]:
-            cov = self.coverage(q_tokens, self.index.tokens[self.index.by_id[h.chunk.id]])
-            score = 0.7 * cov + 0.3 * max(0.0, h.dense or 0.0)
-            best = max(best, score)
-        return min(1.0, best)
+        return min(1.0, features.get("ucov", 0.0) + 0.3 * features.get("pairs", 0.0))
+
+    def suggest(self, hits: list[Hit], n: int = 3) -> list[str]:
+        """The headings nearest the question ("Điều 9. Học phí — Quy chế đào tạo 2025"): what the corpus does cover."""
+        out: list[str] = []
+        for h in hits:
+            c = h.chunk
+            head = (f"Điều {c.article}. {c.article_title}" if c.article and c.article_title else
+                    f"Điều {c.article}" if c.article else c.section or c.appendix or None)
+            if head:
+                label = f"{head} — {c.title or c.document}"
+                if label not in out:
+                    out.append(label)
+            if len(out) >= n:
+                break
+        return out
+
+    def _known(self, t: str) -> bool:
+        df = self.index.document_frequency
+        if t in df:
+            return True
+        if self._syllables is None:
+            self._syllables = {s for w in df for s in w.split("_")}
+        return all(s in self._syllables for s in t.split("_"))
 
     def unknown_words(self, question: str) -> list[str]:
         """Content words of the question that no indexed passage contains."""
         from .normalise import normalise_text, segment
 
-        df = self.index.document_frequency
-        if getattr(self, "_syllables", None) is None:
-            self._syllables = {s for t in df for s in t.split("_")}
-        out = []
-        for t in segment(normalise_text(question)):
-            if t in QUESTION_WORDS or not any(ch.isalnum() for ch in t) or t in df:
-                continue
-            if all(s in self._syllables for s in t.split("_")):
-                continue  # segmented differently, but its syllables are all there
-            out.append(t)
-        return out
+        return [t for t in segment(normalise_text(question))
+                if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t) and not self._known(t)]
 
     def coverage(self, q_tokens: list[str], doc_tokens: list[str]) -> float:
         content = {t for t in q_tokens if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t)}

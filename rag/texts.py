@@ -19,6 +19,25 @@ SOURCES_HEADING = "Nguồn:"
 UNSUPPORTED_NOTE = "(không có trong tài liệu được truy xuất: {})"  # the Điều an answer named that were not retrieved
 
 
+# why a question was refused (rag.retrieve.Retrieval.reason), and what the documents cover nearest it
+REFUSAL_REASONS = {
+    "no_match": "Các văn bản đã lập chỉ mục không có đoạn nào nói về nội dung này.",
+    "unknown_words": "Câu hỏi có từ mà các văn bản không hề nhắc tới: {words}.",
+    "other_institution": "Câu hỏi nói về {what}, còn các văn bản là quy định của {issuer}.",
+    "other_year": "Câu hỏi nói về năm {year}, các văn bản chỉ có quy định của {years}.",
+    "cheating": "Đây là yêu cầu giúp gian lận hoặc làm sai quy chế, trợ lý không hỗ trợ.",
+    "no_words": "Câu hỏi không có từ nào để tìm (chỉ có số hoặc ký hiệu).",
+}
+REFUSAL_SUGGEST = "Các quy định gần nhất với câu hỏi:"
+ANSWER_LEAD = "Theo tài liệu:"  # the extractive answer's first line
+DEMO_NOTICE = ("(Lưu ý: chưa cấu hình tài liệu nào, nên câu trả lời lấy từ bộ quy chế mẫu của một trường hư cấu, "
+               "Trường Đại học Công nghệ Sông Hồng. Lập chỉ mục quy chế của trường bạn bằng `rag ingest THƯ_MỤC "
+               "--index THƯ_MỤC_INDEX` rồi đặt RAG_INDEX_DIR.)")
+CHAT_RESET = "Đã xóa lịch sử hội thoại: câu hỏi tiếp theo được hiểu độc lập."
+CHAT_QUERY_USED = "(đã tìm với câu hỏi: {})"
+FULL_TEXT_HEADING = "── Toàn văn: {} ──"
+
+
 def is_refusal(text: str) -> bool:
     """Whether an answer's text is the refusal (a model may leave out the full stop), or empty."""
     text = text.strip()

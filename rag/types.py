@@ -13,6 +13,7 @@ class Page:
     number: int
     text: str
     ocr: bool = False  # text came from OCR, not from a text layer
+    label: str | None = None  # the page number printed on the page, when it has one (set by clean_pages)
 
 
 @dataclass
@@ -52,8 +53,13 @@ class Chunk:
     article_title: str | None = None
     clause: str | None = None  # Khoản number(s), e.g. "2" or "2-3"
     point: str | None = None  # Điểm letter(s)
-    kind: str = "article"  # article | clause | table | paragraph
+    kind: str = "article"  # article | clause | table | paragraph | section
     doc_sha256: str = ""
+    page_label: str | None = None  # the page number printed on that page ("12"); None: use ``page``
+    appendix: str | None = None  # "Phụ lục 2" when the chunk sits in an appendix
+    appendix_title: str | None = None
+    title: str | None = None  # the document's short title ("Quy chế đào tạo 2025"), from rag.metadata
+    audience: str | None = None  # programme levels this passage is for, comma-separated ("thạc sĩ"); None: all
 
     def citation(self) -> "Citation":
         return Citation(
@@ -65,6 +71,12 @@ class Chunk:
             article_title=self.article_title,
             clause=self.clause,
             point=self.point,
+            page_label=self.page_label,
+            appendix=self.appendix,
+            appendix_title=self.appendix_title,
+            title=self.title,
+            section=self.section if self.kind == "section" else None,
+            part=self.part if self.kind == "section" else None,
         )
 
     @property
@@ -83,6 +95,12 @@ class Citation:
     article_title: str | None = None
     clause: str | None = None
     point: str | None = None
+    page_label: str | None = None  # printed page number; ``page`` is the file's page index
+    appendix: str | None = None  # "Phụ lục 2"
+    appendix_title: str | None = None
+    title: str | None = None  # short document title ("Quy chế đào tạo 2025"); None: ``document``
+    section: str | None = None  # a document without Điều: its numbered unit ("Mục 2. …")
+    part: str | None = None  # … and its lettered part ("Phần A. …")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +137,8 @@ class Answer:
     dropped_passages: list[str] = field(default_factory=list)  # chunk ids left out of the prompt for budget
     mode: str = "extractive"  # extractive | llm
     finish_reason: str | None = None  # stop | length | cancelled (LLM answers)
+    query: str | None = None  # what was searched: the question, or a follow-up rewritten as a standalone query
+    quotes: list[Any] = field(default_factory=list)  # extractive answers: rag.extractive.Quote, in answer order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +148,8 @@ class Answer:
             "unsupported_citations": list(self.unsupported_citations),
             "mode": self.mode,
             "finish_reason": self.finish_reason,
+            "query": self.query,
+            "quotes": [q.to_dict() for q in self.quotes],
             "usage": dict(self.usage),
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
         }

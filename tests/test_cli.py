@@ -27,7 +27,7 @@ def test_search_json_shape(demo_index_dir, capsys):
     hit = data["hits"][0]
     assert set(hit) >= {"rank", "score", "text", "citation"}
     assert set(hit["citation"]) == {"document", "source", "page", "chapter", "article", "article_title", "clause",
-                                    "point"}
+                                    "point", "page_label", "appendix", "appendix_title", "title", "section", "part"}
     assert hit["citation"]["document"] == "Quy chế công tác sinh viên"
 
 

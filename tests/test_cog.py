@@ -245,7 +245,7 @@ def test_text_answer_ends_with_the_sources_of_its_citations(plain, demo_pipeline
 @slow
 def test_off_topic_question_is_refused_without_sources(plain):
     body = _ok(plain.predict({"prompt": OFF_TOPIC}))
-    assert _text(body) == REFUSAL
+    assert _text(body).startswith(REFUSAL)
     answer = json.loads(_text(_ok(plain.predict({"prompt": OFF_TOPIC, "output_format": "json"}))))
     assert answer["refused"] is True and answer["citations"] == []
 
@@ -616,7 +616,7 @@ def test_render_sources_block_and_json():
     c = Citation(document="Quy chế đào tạo", source="qc.md", page=4, article="10",
                  article_title="Cảnh báo học tập", clause="2")
     assert sources_block(Answer("…", False, [c], unsupported_citations=["Điều 99"])) == (
-        "\n\nNguồn:\n[1] Điều 10 (Cảnh báo học tập), Khoản 2 — Quy chế đào tạo, tr. 4\n"
+        "\n\nNguồn:\n[1] Quy chế đào tạo, Điều 10, Khoản 2, trang 4\n"
         "(không có trong tài liệu được truy xuất: Điều 99)"
     )
     assert sources_block(Answer(REFUSAL, True, [])) == ""

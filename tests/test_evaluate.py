@@ -221,7 +221,8 @@ def test_rag_eval_end_to_end_on_the_demo(demo_index_dir, tmp_path, capsys):
     assert art["MRR@10"] == pytest.approx(sum(1 / p[0] for p in ranks) / 2)
     assert report["rows"][2]["article_positions"] is None and report["rows"][2]["refused"] is True
     assert all(r["cited"] for r in report["rows"][:2]) and report["rows"][2]["cited"] == []
-    assert report["refusal"] == {"accuracy": 1.0, "n": 3, "wrongly_answered": [], "wrongly_refused": []}
+    assert report["refusal"] == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "false_refusal": 0.0, "n": 3,
+                                 "wrongly_answered": [], "wrongly_refused": []}
     assert report["citations"]["n_recall"] == 2 and 0 < report["citations"]["recall"] <= 1
     assert report["answer"]["n"] == 2 and 0 < report["answer"]["token_f1"] < 1
     assert report["latency_ms"]["total_ms"]["n"] == 3 and report["latency_ms"]["retrieve_ms"]["p50"] > 0

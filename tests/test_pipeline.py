@@ -55,7 +55,7 @@ def test_stream_deltas_concatenate_to_final_answer(llm_pipeline):
 def test_relevance_gate_refuses_without_calling_the_llm(llm_pipeline):
     before = len(llm_pipeline.generator.prompts)
     ans = llm_pipeline.answer({"question": "Công thức nấu phở bò ngon nhất là gì?"})
-    assert ans.refused and ans.text == REFUSAL and ans.citations == []
+    assert ans.refused and ans.text.startswith(REFUSAL) and ans.citations == []
     assert len(llm_pipeline.generator.prompts) == before
 
 

@@ -256,4 +256,4 @@ def test_passages_from_hits_uses_citation_label_and_full_text():
         clause="2",
     )
     [p] = passages_from_hits([Hit(chunk=chunk, score=0.9, rank=1)])
-    assert p == Passage("abc", "Điều 10 (Cảnh báo học tập), Khoản 2 — Quy chế đào tạo 2025, tr. 4", chunk.full_text)
+    assert p == Passage("abc", "Quy chế đào tạo 2025, Điều 10, Khoản 2, trang 4", chunk.full_text)

@@ -12,12 +12,13 @@ from rag.types import Answer, Chunk, Citation, Hit
 QCDT = "Quy chế đào tạo"
 # Labels carry no source file, so a citation read back from one has source="".
 SHAPES = [
-    Citation(QCDT, "", 4, None, "10", "Cảnh báo học tập", "2", "b"),  # everything
-    Citation(QCDT, "", 4, None, "10", "Cảnh báo học tập", "2", None),  # no point
-    Citation(QCDT, "", None, None, "10", "Cảnh báo học tập", None, None),  # title, no clause, no page
+    Citation(QCDT, "", 4, None, "10", None, "2", "b"),  # everything
+    Citation(QCDT, "", 4, None, "10", None, "2", None),  # no point
+    Citation(QCDT, "", None, None, "10", None, None, None),  # no clause, no page
     Citation(QCDT, "", 12, None, "10", None, "1-3", None),  # no title, a clause range
     Citation(QCDT, "", None, None, "3", None, None, "a-c"),  # a point range without a clause
-    Citation(QCDT, "", 7, None, "5a", "Học phí (tín chỉ)", "2", "đ"),  # parentheses in the title, đ point
+    Citation(QCDT, "", 7, None, "5a", None, "2", "đ"),  # đ point
+    Citation("Quy định quản lý và xét, cấp học bổng", "", 3, None, "5", None, "2 và 4", None),  # commas, two Khoản
     Citation("Quy định học bổng", "", 2),  # a document and a page only
     Citation("Quy định học bổng — bản sửa đổi, 2024", ""),  # a dash and a comma in the title, no page
 ]
@@ -29,8 +30,11 @@ def test_every_citation_shape_reads_back_from_its_label(c):
 
 
 def test_the_house_label():
-    assert citation_label(SHAPES[0]) == "Điều 10 (Cảnh báo học tập), Khoản 2, Điểm b — Quy chế đào tạo, tr. 4"
-    assert citation_label(Citation("Quy định học bổng", "x.pdf", 2)) == "Quy định học bổng, tr. 2"
+    assert citation_label(SHAPES[0]) == f"{QCDT}, Điều 10, Khoản 2, Điểm b, trang 4"
+    assert citation_label(Citation("Quy định học bổng", "x.pdf", 2)) == "Quy định học bổng, trang 2"
+    short = Citation("QUYẾT ĐỊNH Về việc ban hành Quy chế đào tạo", "q.pdf", 14, None, "10", clause="2",
+                     page_label="10", title="Quy chế đào tạo 2025")
+    assert citation_label(short) == "Quy chế đào tạo 2025, Điều 10, Khoản 2, trang 10"  # short title, printed page
 
 
 def test_a_label_the_writer_would_not_write_is_kept_whole():
@@ -105,7 +109,7 @@ def test_the_sources_panel_data():
                mode="llm")
     panel = sources_panel(a)
     assert [(s.number, s.label, s.score) for s in panel.cited] == [(1, citation_label(c2), 0.8),
-                                                                   (2, "Khác, tr. 1", None)]
+                                                                   (2, "Khác, trang 1", None)]
     assert panel.cited[0].passage == hits[1].chunk.full_text and panel.cited[1].passage is None
     assert [s.citation for s in panel.others] == [c1, c3] and all(s.number is None for s in panel.others)
     assert panel.unsupported == ["Điều 99"] and not panel.refused

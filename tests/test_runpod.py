@@ -144,7 +144,7 @@ def test_native_stream_sends_text_then_the_final_object(llm_worker):
 
 def test_off_topic_question_is_refused_without_sources(worker):
     (final,) = run(worker, {"prompt": OFF_TOPIC})
-    assert final["refused"] is True and final["answer"] == REFUSAL and final["citations"] == []
+    assert final["refused"] is True and final["answer"].startswith(REFUSAL) and final["citations"] == []
 
 
 def test_history_and_system_prompt_reach_the_model(paced):
@@ -514,7 +514,7 @@ def test_chat_completion_has_the_answer_and_its_sources(worker):
     assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "stop"
     assert choice["message"]["content"].startswith(native["answer"])
     assert [s["article"] for s in resp["sources"]] == [c["article"] for c in native["citations"]]
-    assert all(s["label"].startswith("Điều ") for s in resp["sources"])
+    assert all(f", Điều {s['article']}" in s["label"] for s in resp["sources"])
     assert resp["refused"] is False and set(resp["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
 
 

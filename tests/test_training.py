@@ -119,7 +119,7 @@ def test_hust_style_context_becomes_labelled_passages_and_refusals_are_rewritten
     hust = by_q["Sinh viên bị cảnh báo học tập khi nào?"]
     assert hust.question.endswith("\nKhóa sinh viên: K68")  # the student-info block travels with the question
     [p] = hust.passages
-    assert p.label == "Điều 10 (Cảnh báo học tập), Khoản 1 — Quy chế đào tạo năm 2025"
+    assert p.label == "Quy chế đào tạo năm 2025, Điều 10, Khoản 1"
     assert p.text.splitlines()[0] == ("Quy chế đào tạo năm 2025 › CHƯƠNG II TỔ CHỨC ĐÀO TẠO › "
                                       "Điều 10. Cảnh báo học tập › Khoản 1")
     assert "điểm trung bình học kỳ dưới 1,0" in p.text and "chatbot" not in p.text
@@ -192,7 +192,7 @@ def test_hust_file_converts_without_errors(tiny_chat_model):
     assert all(e.answer == REFUSAL for e in examples if e.refusal)
     assert all(e.passages for e in examples if not e.refusal)  # every answered row kept its context
     labels = [p.label for e in examples for p in e.passages]
-    assert "Điều 2 (Ngành đào tạo, chương trình đào tạo), Khoản 6 — Quy chế đào tạo năm 2025" in labels
+    assert "Quy chế đào tạo năm 2025, Điều 2, Khoản 6" in labels
     tok = AutoTokenizer.from_pretrained(tiny_chat_model)
     prepared = prepare(examples[:200], read, tok, max_length=8192, eval_fraction=0.1, seed=3)
     assert len(prepared.train) + len(prepared.eval) == 200 and len(prepared.eval) == 20

@@ -29,7 +29,7 @@ from rag.types import Answer, Chunk, Hit
 from rag.ui import (WORK_CHOICE, BackendError, ChatApp, LocalBackend, ReplicateBackend, RunPodBackend,
                     example_questions, index_html, make_backend, request_limits, sources_html, text_html)
 
-ARTICLE8 = "Điều 8 (Đăng ký khối lượng học tập)"
+ARTICLE8 = "Điều 8. Đăng ký khối lượng học tập"
 PLANTED = '<script>window.__pwned=1</script> và <img src=x onerror="window.__pwned=2">'
 
 
@@ -74,7 +74,7 @@ def test_answer_streams_then_shows_sources_and_keeps_history(app):
     messages, state, sources, _ = outs[-1]
     assert messages[0] == {"role": "user", "content": "Một kỳ em được đăng ký tối đa bao nhiêu tín chỉ?"}
     assert ARTICLE8 in messages[-1]["content"] and "24 tín chỉ" in messages[-1]["content"]
-    assert f"[1] {ARTICLE8}" in sources and "Quy chế đào tạo trình độ đại học" in sources
+    assert "[1] Quy chế đào tạo trình độ đại học, Điều 8" in sources
     assert "<details class=\"rag-source\" open>" in sources and "quy-che-dao-tao.md" in sources
     assert [t["role"] for t in state["history"]] == ["user", "assistant"]
     assert state["history"][1]["content"].startswith("Theo tài liệu")
@@ -92,9 +92,9 @@ def test_follow_up_question_carries_the_conversation(app):
 
 def test_refusal_is_a_clear_state(app):
     messages, state, sources, _ = ask(app, "Tỉ giá đô la hôm nay là bao nhiêu?")[-1]
-    assert messages[-1]["content"] == REFUSAL
+    assert messages[-1]["content"].startswith(REFUSAL)
     assert "rag-refusal" in sources and "Nguồn (" not in sources and "không đủ liên quan" in sources
-    assert state["history"][-1]["content"] == REFUSAL
+    assert state["history"][-1]["content"].startswith(REFUSAL)
 
 
 def test_controls_reach_the_request_with_the_request_limits(app):
@@ -248,7 +248,7 @@ def test_upload_ingests_into_a_separate_working_index_that_the_chat_can_use(app,
     assert (app.work_dir / "uploads" / "Quy định nhà xe.md").exists()
 
     messages, _, sources, _ = ask(app, "Phí gửi xe máy là bao nhiêu?", None, choice=WORK_CHOICE)[-1]
-    assert "Điều 2 (Phí gửi xe)" in messages[-1]["content"] and "Quy định về nhà xe" in sources
+    assert "Điều 2. Phí gửi xe" in messages[-1]["content"] and "Quy định về nhà xe" in sources
     # The deployment's index is untouched, and still answers the main choice.
     assert demo_pipeline.index.manifest.to_dict() == main_before
     assert "Điều 8" in ask(app, "Một kỳ em được đăng ký tối đa bao nhiêu tín chỉ?")[-1][0][-1]["content"]
@@ -329,7 +329,7 @@ class HTTPStatusError(Exception):
 
 
 REPLICATE_TEXT = ("Theo Điều 8, Khoản 2, mỗi học kỳ chính được đăng ký tối đa 24 tín chỉ.\n\nNguồn:\n"
-                  "[1] Điều 8 (Đăng ký khối lượng học tập), Khoản 2 — Quy chế đào tạo trình độ đại học, tr. 1")
+                  "[1] Quy chế đào tạo trình độ đại học, Điều 8, Khoản 2, trang 1")
 
 
 def remote_app(backend, tmp_path, settings_factory):
@@ -344,7 +344,7 @@ def test_replicate_backend_streams_and_reads_the_sources_block(tmp_path, setting
     streamed = [o[0][-1]["content"] for o in outs[1:-1]]  # pieces that arrive together are shown together
     assert streamed[-1] == REPLICATE_TEXT and all(REPLICATE_TEXT.startswith(t) for t in streamed)
     messages, state, sources, _ = outs[-1]
-    assert "[1] Điều 8 (Đăng ký khối lượng học tập), Khoản 2 — Quy chế đào tạo trình độ đại học, tr. 1" in sources
+    assert "[1] Quy chế đào tạo trình độ đại học, Điều 8, Khoản 2, trang 1" in sources
     assert "Máy chủ không gửi kèm đoạn trích" in sources
     assert state["history"][1]["content"] == REPLICATE_TEXT.split("\n\nNguồn:")[0]
     kind, model, inputs, params = client.calls[0]
@@ -476,7 +476,7 @@ def test_runpod_backend_streams_text_then_the_final_answer(tmp_path, settings_fa
     streamed = [o[0][-1]["content"] for o in outs[1:-1]]  # pieces that arrive together are shown together
     assert streamed[-1] == FINAL["answer"] and all(FINAL["answer"].startswith(t) for t in streamed)
     messages, state, sources, _ = outs[-1]
-    label = "Điều 21 (Điều kiện xét và công nhận tốt nghiệp), Khoản 1 — Quy chế đào tạo trình độ đại học, tr. 1"
+    label = "Quy chế đào tạo trình độ đại học, Điều 21, Khoản 1, trang 1"
     assert messages[-1]["content"] == FINAL["answer"] + "\n\nNguồn:\n[1] " + label
     assert f"[1] {label}" in sources and "token vào/ra 812/40" in sources and "chế độ LLM" in sources
     run = endpoint.calls[0]

@@ -7,7 +7,10 @@
   (refusal accuracy: the answer, or with ``retrieval_only`` the relevance gate, refuses
   exactly the rows expected to be refused; latency from ``Answer.timings`` or
   ``Retrieval.timings``);
-- ``report``: report.json, the Markdown summary and the recall@k chart.
+- ``report``: report.json, the Markdown summary and the recall@k chart;
+- ``facts``: fact-in-answer (the reference answer's numbers and key terms in the answer text);
+- ``splits``: the HUST SFT rows as a labelled set, dev/test halves by groups, k folds;
+- ``suite``: `rag eval --corpora`, the table for the demo, HUST and ALQAC corpora.
 
 Out of scope: LLM-as-judge answer grading, statistical significance tests.
 """
@@ -21,7 +24,9 @@ from .metrics import (ARTICLE, CURVE_K, DOCUMENT, Ref, answer_tokens, article_ma
                       latency_summary, mrr_at, ndcg_at, percentile, recall_at, retrieval_metrics, token_f1)
 from .report import (chart_panels, load_report, markdown_summary, write_chart, write_json, write_markdown,
                      write_outputs)
+from .facts import fact_score, reference_facts
 from .runner import RANK_DEPTH, config_of, evaluate
+from .splits import folds, halves, hust_rows
 
 __all__ = [
     "ALLOWED_KEYS", "CITATION_KEYS", "EXPECTED", "EvalRow", "GoldCitation", "alqac_law_text", "alqac_rows",
@@ -30,5 +35,5 @@ __all__ = [
     "clause_covers", "distinct_refs", "document_match", "document_matches", "gold_positions", "gold_units",
     "latency_summary", "mrr_at", "ndcg_at", "percentile", "recall_at", "retrieval_metrics", "token_f1",
     "chart_panels", "load_report", "markdown_summary", "write_chart", "write_json", "write_markdown", "write_outputs",
-    "RANK_DEPTH", "config_of", "evaluate",
+    "RANK_DEPTH", "config_of", "evaluate", "fact_score", "reference_facts", "folds", "halves", "hust_rows",
 ]

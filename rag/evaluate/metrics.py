@@ -42,8 +42,9 @@ class Ref:
 
     @classmethod
     def of(cls, obj) -> "Ref":
-        """From a Chunk or a Citation."""
-        return cls(document=obj.document or "", source=obj.source or "", article=obj.article, clause=obj.clause)
+        """From a Chunk or a Citation; outside any Điều, an appendix ("Phụ lục 2") is the unit."""
+        unit = obj.article or getattr(obj, "appendix", None)
+        return cls(document=obj.document or "", source=obj.source or "", article=unit, clause=obj.clause)
 
 
 def _norm(s: str | None) -> str:
@@ -91,7 +92,7 @@ def clause_covers(cited: str | None, gold: str) -> bool:
     if cited is None or not cited.strip():
         return True
     g = re.sub(r"^khoản\s*", "", _norm(gold))
-    for part in re.split(r"[,;]", _norm(cited)):
+    for part in re.split(r"[,;]|\svà\s", _norm(cited)):
         part = re.sub(r"^khoản\s*", "", part.strip())
         m = re.fullmatch(r"(\d+)\s*[-–]\s*(\d+)", part)
         if m and g.isdigit():

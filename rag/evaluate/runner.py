@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from ..errors import InputError
 from .datasets import EXPECTED, EvalRow
+from .facts import fact_score
 from .metrics import (ARTICLE, CURVE_K, DOCUMENT, Ref, article_match, citation_scores, distinct_refs, document_match,
                       gold_positions, gold_units, latency_summary, retrieval_metrics, token_f1)
 
@@ -83,6 +84,13 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
                 d["citation"] = citation_scores(cited, row.citations)
             if row.answer is not None:
                 d["token_f1"] = token_f1(answer.text, row.answer)
+                if not answer.refused or row.expected == "answer":
+                    meta = row.meta if isinstance(row.meta, dict) else {}
+                    names = [g.document for g in row.citations if g.document] + [meta.get("source_document") or ""]
+                    d["facts"] = fact_score("" if answer.refused else answer.text, row.answer, row.question, names,
+                                            meta.get("context"))
+            if not answer.refused:
+                d["answer_chars"] = len(answer.text)
         details.append(d)
 
     report: dict[str, Any] = {
@@ -100,8 +108,14 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
         match = article_match if level == ARTICLE else document_match
         report["retrieval"][level] = retrieval_metrics([p[0] for p in pairs], [p[1] for p in pairs], match)
     judged = [(d["expected"], d["refused"]) for d in details if d["expected"] in EXPECTED]
+    refused = [e for e, r in judged if r]
+    to_refuse = [r for e, r in judged if e == "refuse"]
+    to_answer = [r for e, r in judged if e == "answer"]
     report["refusal"] = {
         "accuracy": (sum((e == "refuse") == r for e, r in judged) / len(judged)) if judged else None,
+        "precision": (sum(e == "refuse" for e in refused) / len(refused)) if refused else None,
+        "recall": (sum(to_refuse) / len(to_refuse)) if to_refuse else None,  # off-topic questions refused
+        "false_refusal": (sum(to_answer) / len(to_answer)) if to_answer else None,  # answerable ones refused
         "n": len(judged),
         "wrongly_answered": [d["question"] for d in details if d["expected"] == "refuse" and not d["refused"]],
         "wrongly_refused": [d["question"] for d in details if d["expected"] == "answer" and d["refused"]],
@@ -114,7 +128,11 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
         report["citations"] = {"precision": p, "recall": r, "clause_recall": cr, "n_precision": n_p,
                                "n_recall": n_r, "n_clause": n_cr}
         f1, n_f1 = _mean([d.get("token_f1") for d in details])
-        report["answer"] = {"token_f1": f1, "n": n_f1}
+        facts = [d["facts"] for d in details if d.get("facts")]
+        chars = sorted(d["answer_chars"] for d in details if "answer_chars" in d)
+        report["answer"] = {"token_f1": f1, "n": n_f1,
+                            "fact_in_answer": (sum(f["ok"] for f in facts) / len(facts)) if facts else None,
+                            "n_facts": len(facts), "chars_p50": chars[len(chars) // 2] if chars else None}
     report["latency_ms"] = latency_summary(timings)
     report["seconds"] = time.perf_counter() - t0
     report["rows"] = details

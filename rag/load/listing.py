@@ -106,6 +106,8 @@ def _walk(root: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]
                 skipped.append((path, "temporary Office lock file"))
             elif path.suffix.lower() in SUPPORTED:
                 found.append((path.resolve(), (rel / name).as_posix()))
+            elif name.endswith(".meta.yaml") or name == "corpus.yaml":
+                continue  # document metadata (rag.metadata), read with the documents it describes
             else:
                 skipped.append((path, unsupported_reason(path)))
 
