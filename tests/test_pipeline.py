@@ -125,3 +125,18 @@ def test_follow_up_borrows_the_previous_question_but_off_topic_is_refused(demo_p
     retrieval = demo_pipeline._retrieve(AskRequest.from_dict({"question": "Tỉ giá đô la hôm nay?", "history": history},
                                                              demo_pipeline.settings))
     assert retrieval.refused and demo_pipeline.retriever.unknown_words("Tỉ giá đô la hôm nay?")
+
+
+def test_follow_up_is_rewritten_by_the_llm_then_searched(llm_pipeline):
+    """With an LLM, a follow-up is first rewritten by it (the rewrite prompt, no passages); whatever it writes,
+    the answer records the query that was searched, and an unusable rewrite falls back to the rule."""
+    from rag.prompt import REWRITE_SYSTEM_PROMPT
+
+    history = [{"role": "user", "content": "Học kỳ chính em được đăng ký tối đa bao nhiêu tín chỉ?"},
+               {"role": "assistant", "content": "Tối đa 24 tín chỉ."}]
+    before = len(llm_pipeline.generator.prompts)
+    ans = llm_pipeline.answer({"question": "Còn học kỳ hè thì sao?", "history": history, "max_new_tokens": 8,
+                               "seed": 1})
+    prompts = llm_pipeline.generator.prompts[before:]
+    assert REWRITE_SYSTEM_PROMPT[:40] in prompts[0] and "<tài_liệu" not in prompts[0]
+    assert ans.query and ans.query != "Còn học kỳ hè thì sao?"
