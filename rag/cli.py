@@ -210,7 +210,9 @@ def cmd_eval(args) -> int:
     pipe = _pipeline(args, load_llm=not args.retrieval_only)
     report = evaluate(pipe, rows, retrieval_only=args.retrieval_only, top_k=args.top_k,
                       dataset=Path(args.dataset).name, progress=sys.stderr.isatty())
-    out = Path(args.out) if args.out else Path("rag-eval") / Path(args.dataset).stem
+    # Beside the index, not in the working directory (often a source checkout).
+    default_out = _settings(args).resolved_index_dir().parent / "rag-eval" / Path(args.dataset).stem
+    out = Path(args.out) if args.out else default_out
     paths = write_outputs(report, out, compare)
     print(markdown_summary([report, *compare]))
     for kind, path in paths.items():
@@ -235,6 +237,10 @@ def _eval_corpora(args) -> int:
 
 
 def cmd_ui(args) -> int:
+    try:  # before any model loads: without the extra, say how to install it
+        import gradio  # noqa: F401
+    except ImportError as e:
+        raise InputError("the web chat needs gradio: pip install '.[ui]'", code="missing_dependency") from e
     from .ui import serve
 
     return serve(_settings(args), host=args.host, port=args.port, share=args.share, replicate=args.replicate,
@@ -314,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--retrieval-only", action="store_true", dest="retrieval_only",
                     help="rank metrics, refusal by the relevance gate and latency only; no answers, no LLM")
     sp.add_argument("--out", metavar="DIR", help="where report.json, summary.md and recall.png go "
-                                                "(default: rag-eval/<dataset name>)")
+                                                "(default: rag-eval/<dataset name> beside the index)")
     sp.add_argument("--top-k", type=int, dest="top_k", help="passages given to the answer (default: RAG_TOP_K)")
     sp.add_argument("--compare", action="append", metavar="REPORT.json",
                     help="an earlier report.json to show next to this run in the table and chart (repeatable)")
@@ -371,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RagError as e:
         print(f"error [{e.code}]: {e}", file=sys.stderr)
-        return EXIT_INPUT if e.code in ("invalid_input", "bad_config", "load_failed", "needs_ocr") else EXIT_INDEX
+        return EXIT_INPUT if e.code in ("invalid_input", "bad_config", "load_failed", "needs_ocr",
+                                        "missing_dependency") else EXIT_INDEX
 
 
 if __name__ == "__main__":
