@@ -61,6 +61,14 @@ def _need_git_checkout() -> None:
         pytest.skip("not a git checkout: the test copies the files git tracks")
 
 
+def _clone_needing_pypi(tmp_path: Path) -> Path:
+    _need_git_checkout()
+    reason = _pypi_reachable()
+    if reason:
+        pytest.skip(reason)
+    return _fresh_clone(tmp_path / "clone")
+
+
 def test_every_openapi_schema_command_in_the_docs_works_on_a_fresh_clone(tmp_path):
     pytest.importorskip("cog")
     _need_git_checkout()
@@ -81,11 +89,7 @@ def test_every_openapi_schema_command_in_the_docs_works_on_a_fresh_clone(tmp_pat
 @pytest.mark.slow
 def test_the_pinned_extras_resolve_together_without_a_conflict(tmp_path):
     """One resolution of the runtime pins and every extra, as `.ci/run` installs them (no pip "ERROR")."""
-    _need_git_checkout()
-    reason = _pypi_reachable()
-    if reason:
-        pytest.skip(reason)
-    clone = _fresh_clone(tmp_path / "clone")  # building the metadata writes rag.egg-info: not into this checkout
+    clone = _clone_needing_pypi(tmp_path)  # building the metadata writes rag.egg-info: not into this checkout
     run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
                           "--report", str(tmp_path / "report.json"), "-r", str(clone / "requirements.txt"),
                           f"{clone}[dev,training,ui]"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
@@ -97,11 +101,7 @@ def test_the_pinned_extras_resolve_together_without_a_conflict(tmp_path):
 
 @pytest.mark.slow
 def test_the_readme_quick_start_answers_from_the_demo_regulations(tmp_path):
-    _need_git_checkout()
-    reason = _pypi_reachable()
-    if reason:
-        pytest.skip(reason)
-    clone = _fresh_clone(tmp_path / "clone")
+    clone = _clone_needing_pypi(tmp_path)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RAG_", "VIRTUAL_ENV", "PYTHON")) and k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     venv_bin = str(Path(os.environ["VIRTUAL_ENV"]) / "bin") if os.environ.get("VIRTUAL_ENV") else None
