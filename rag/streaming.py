@@ -5,7 +5,7 @@ web chat. Their consumers come in two kinds, and both must stop the producer
 promptly when they stop:
 
 * ``iterate_in_thread`` — a plain iterator for sync consumers (the Cog
-  ``Runner``, a remote backend reading its client's stream): the consumer's
+  ``Runner``, a remote backend reading its client's stream or polling its job): the consumer's
   thread only waits on a queue, in ``POLL_S`` slices, so an exception the
   platform injects into it (Cog's ``CancelationException``), a set ``cancel``
   event (``Cancelled``) and a time limit (``StreamTimeout``) all act within
@@ -76,9 +76,7 @@ def iterate_in_thread(produce: Callable[[], Iterable], *, cancel: threading.Even
     _start(produce, q.put, name)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        while True:
-            if cancel.is_set():
-                raise Cancelled("the question was cancelled.")
+        while not cancel.is_set():
             if deadline is not None and time.monotonic() > deadline:
                 raise StreamTimeout(f"no end within {timeout_s:g} s")
             try:
@@ -86,8 +84,11 @@ def iterate_in_thread(produce: Callable[[], Iterable], *, cancel: threading.Even
             except queue.Empty:
                 continue
             if item is _END:
+                if cancel.is_set():  # the producer stopped because it was cancelled: it did not finish
+                    break
                 return
             yield item
+        raise Cancelled("the question was cancelled.")
     finally:
         cancel.set()
 

@@ -15,7 +15,7 @@ import pytest
 
 from rag.errors import Cancelled
 from rag.pipeline import Delta, Final
-from rag.streaming import StreamTimeout, aiterate_in_thread, astream, iterate_in_thread, stream_in_thread
+from rag.streaming import POLL_S, StreamTimeout, aiterate_in_thread, astream, iterate_in_thread, stream_in_thread
 from rag.types import Answer
 
 ANSWER = Answer(text="abc", refused=False, citations=[])
@@ -81,6 +81,23 @@ def test_cancel_and_the_time_limit_act_while_the_producer_is_blocked():
     with pytest.raises(StreamTimeout):
         next(it)
     release.set()
+
+
+def test_a_producer_that_ends_because_it_was_cancelled_is_not_a_finished_stream():
+    """A producer that checks ``cancel`` itself (the RunPod poller) may end while the consumer waits for its
+    next item: that end is still a cancellation, not a stream that finished."""
+    cancel = threading.Event()
+
+    def poll():
+        yield "IN_QUEUE"
+        time.sleep(POLL_S / 2)  # the consumer is waiting on the queue now
+        cancel.set()  # Stop, seen by the producer first
+
+    got = []
+    with pytest.raises(Cancelled):
+        for item in iterate_in_thread(poll, cancel=cancel):
+            got.append(item)
+    assert got == ["IN_QUEUE"]
 
 
 def test_a_consumer_that_stops_stops_the_producer_at_the_next_token():

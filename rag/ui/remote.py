@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..errors import Cancelled, ConfigError
+from ..errors import ConfigError
 from ..pipeline import Delta, Final
 from ..render import answer_from_dict, answer_from_text
 from ..request import AskRequest
-from ..streaming import StreamTimeout, iterate_in_thread
+from ..streaming import iterate_in_thread
 from ..types import Answer
 from .backends import DEFAULT_TIMEOUT_S, LocalBackend, RemoteBackend, RemoteFailure, quietly, remote_input
 
@@ -174,7 +173,9 @@ class RunPodBackend(RemoteBackend):
                 job = self.endpoint.run({"input": runpod_input(request)})
                 running = True
                 final, status = None, ""
-                for event in self._poll(job.job_id, cancel):
+                # Polled in a thread of its own, so Stop and the time limit act at once, not after a slow poll.
+                for event in iterate_in_thread(lambda: self._poll(job.job_id, cancel), cancel=cancel,
+                                               timeout_s=self.timeout_s, name="rag-remote-poll"):
                     if isinstance(event, str):
                         status = event
                         running = status not in _RUNPOD_FINAL
@@ -201,13 +202,9 @@ class RunPodBackend(RemoteBackend):
         yield Final(final)
 
     def _poll(self, job_id: str, cancel: threading.Event) -> Iterator[str | Delta | Answer]:
-        """The job's stream until it ends: its status (a str) after each poll, then the outputs that came."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            if cancel.is_set():
-                raise Cancelled("the question was cancelled.")
-            if time.monotonic() > deadline:
-                raise StreamTimeout(f"no end within {self.timeout_s:g} s")
+        """The job's stream until it ends or ``cancel`` is set: its status (a str) after each poll, then the
+        outputs that came."""
+        while not cancel.is_set():
             state = self._get("stream", job_id)
             status = str(state.get("status", ""))
             yield status
@@ -215,7 +212,7 @@ class RunPodBackend(RemoteBackend):
                 yield from _runpod_events(chunk.get("output") if isinstance(chunk, Mapping) else chunk)
             if status in _RUNPOD_FINAL:
                 return
-            time.sleep(self.poll_s)
+            cancel.wait(self.poll_s)
 
     def _ended_without_answer(self, job_id: str, status: str, pieces: list[str]) -> Answer:
         if status == "COMPLETED":
