@@ -77,8 +77,9 @@ class Runner(BaseRunner):
             self.pipeline.warmup()
         except RagError as e:
             # Setup logs are read by the model's owner, so paths stay in: they say what to fix.
-            print(f"setup failed: {e.code}: {e}", flush=True)
-            raise RunnerError(f"{e.code}: {e}") from None
+            message = redact(f"{e.code}: {e}", client=False)
+            print(f"setup failed: {message}", flush=True)
+            raise RunnerError(message) from None
 
     @streaming
     def run(  # each Input(...) is one literal call, as `cog build` needs (see the module docstring)

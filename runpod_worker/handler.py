@@ -356,11 +356,11 @@ def _is_hub_id(name: str) -> bool:
 
 
 def startup_failure(error: BaseException) -> str:
-    """The line a worker prints before it exits: for the endpoint's owner, in the worker's logs."""
-    from rag.errors import RagError
+    """The line a worker prints before it exits: for the endpoint's owner, in the worker's logs (paths kept)."""
+    from rag.errors import RagError, redact
 
     code = error.code if isinstance(error, RagError) else type(error).__name__
-    return f"the worker could not start: {code}: {error}"
+    return redact(f"the worker could not start: {code}: {error}", client=False)
 
 
 def main(argv: list[str] | None = None) -> None:

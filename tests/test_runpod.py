@@ -36,7 +36,8 @@ from rag.config import Settings
 from rag.errors import ConfigError, IndexError_, ModelError
 from rag.pipeline import Pipeline
 from rag.texts import REFUSAL
-from runpod_worker.handler import Worker, max_concurrency_from_env, parse_job, runs_local_test, choose_hf_cache
+from runpod_worker.handler import (Worker, choose_hf_cache, max_concurrency_from_env, parse_job, runs_local_test,
+                                    startup_failure)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::FutureWarning")
@@ -330,6 +331,15 @@ def test_a_broken_setup_exits_non_zero_before_taking_a_job(tmp_path, demo_index_
             assert "no-such-index" in line and "index" in line, line
         assert "Job result" not in outs[name] and "Uvicorn running" not in outs[name]
     assert fake.taken == [] and fake.done == {}  # the queue's job was never taken
+
+
+def test_the_start_up_line_keeps_paths_but_no_secrets(tmp_path):
+    """The owner reads it in the worker's logs: the path says what to fix; URL credentials and signatures go."""
+    error = ConfigError(f"RAG_INDEX_URL='https://student:hunter2@files.example.org/idx.tar.gz?X-Amz-Signature=abc' "
+                        f"could not be unpacked into {tmp_path}/cache:\nTraceback (most recent call last):\n  x")
+    line = startup_failure(error)
+    assert line.startswith("the worker could not start: bad_config: ") and str(tmp_path) in line
+    assert "hunter2" not in line and "Signature" not in line and "Traceback" not in line and "\n" not in line
 
 
 def _free_port() -> int:
