@@ -65,10 +65,14 @@ class IndexError_(RagError):
 
 
 class ReindexRequired(IndexError_):
+    """The index was built by another version or with other settings: `rag ingest --rebuild` makes it anew."""
+
     code = "reindex_required"
 
 
 class IndexBusy(IndexError_):
+    """Another process is writing the index, past the time allowed to wait for it (try again later)."""
+
     code = "index_busy"
 
 
@@ -79,6 +83,8 @@ class ModelError(RagError):
 
 
 class Cancelled(RagError):
+    """The asker stopped the question (Stop in the web chat, a cancelled job): not a failure."""
+
     code = "cancelled"
 
 

@@ -104,7 +104,11 @@ PANEL_FILE = "Tệp: {}"
 PANEL_PAGE = "Trang: {}"
 PANEL_SCORE = "Điểm truy xuất: {:.4f}"
 PANEL_ERROR = "Không trả lời được."
-FOOTER_TIMINGS = {"retrieve_ms": "truy xuất {:.0f} ms", "first_token_ms": "token đầu {:.0f} ms", "total_ms": "tổng {:.0f} ms"}
+FOOTER_TIMINGS = {  # by Answer.timings key
+    "retrieve_ms": "truy xuất {:.0f} ms",
+    "first_token_ms": "token đầu {:.0f} ms",
+    "total_ms": "tổng {:.0f} ms",
+}
 FOOTER_TOKENS = "token vào/ra {}/{}"
 FOOTER_MODES = {"extractive": "chế độ trích dẫn", "llm": "chế độ LLM", "remote": "trả lời từ máy chủ từ xa"}
 FOOTER_MODE = "chế độ {}"  # a mode not in FOOTER_MODES
