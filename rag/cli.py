@@ -61,12 +61,10 @@ def _pipeline(args, load_llm: bool = True):
 def cmd_search(args) -> int:
     if bool(args.question) == bool(args.queries):
         raise InputError("give either a question or --queries FILE (one question per line), not both or neither.")
+    queries = _read_queries(Path(args.queries)) if args.queries else None  # a bad file fails before models load
     pipe = _pipeline(args, load_llm=False)
-    if args.queries:
-        path = Path(args.queries)
-        if not path.is_file():
-            raise InputError(f"--queries {path}: no such file.")
-        for line in path.read_text(encoding="utf-8").splitlines():
+    if queries is not None:
+        for line in queries:
             if line.strip():
                 print(_dump(pipe.search(line, args.top_k).to_dict()), flush=True)
         return 0
@@ -83,6 +81,20 @@ def cmd_search(args) -> int:
         body = h.chunk.text.replace("\n", " ")
         print(f"   {body[:300]}{'…' if len(body) > 300 else ''}")
     return 0
+
+
+def _read_queries(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"--queries {path}: no such file.")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"--queries {path}: cannot read it ({e.strerror}).") from e
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"--queries {path} is not UTF-8 text (line {line}): save it as UTF-8.") from e
 
 
 def _request(args, question: str, history=None) -> dict:
@@ -143,6 +155,8 @@ def cmd_chat(args) -> int:
 
     pipe = _pipeline(args)
     history: list[dict] = []
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 reach validation, which says so
     print(CHAT_GREETING)
     while True:
         try:

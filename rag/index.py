@@ -228,8 +228,8 @@ class Index:
         return self.vectors @ query_vec.astype(np.float32)
 
     def lexical_scores(self, query_tokens: list[str]) -> np.ndarray:
-        if not self.chunks:
-            return np.zeros(0, dtype=np.float32)
+        if not self.chunks or not query_tokens:  # bm25s fails on a query with no token
+            return np.zeros(len(self.chunks), dtype=np.float32)
         if self._bm25 is None:
             self._bm25 = build_bm25(self.tokens)
         return np.asarray(self._bm25.get_scores(query_tokens), dtype=np.float32)

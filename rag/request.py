@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -58,17 +59,7 @@ class AskRequest:
         return cls(**kwargs).validate(settings or Settings())
 
     def validate(self, settings: Settings) -> "AskRequest":
-        q = self.question
-        if not isinstance(q, str):
-            raise InputError("'question' must be a string.")
-        q = q.strip()
-        if not q:
-            raise InputError("'question' is empty: type a question about the regulations.")
-        if len(q) > settings.max_question_chars:
-            raise InputError(
-                f"'question' is {len(q)} characters; the limit is {settings.max_question_chars}. Shorten it."
-            )
-        self.question = q
+        self.question = validate_question(self.question, settings.max_question_chars)
         if self.top_k is None:
             self.top_k = settings.top_k
         self.top_k = _int("top_k", self.top_k, 1, settings.max_top_k)
@@ -92,6 +83,7 @@ class AskRequest:
                 raise InputError("'stop' sequences must be non-empty strings.")
             if len(s) > MAX_STOP_CHARS:
                 raise InputError(f"a 'stop' sequence is longer than {MAX_STOP_CHARS} characters.")
+            _valid_text("stop", s)
         self.stop = list(self.stop)
         if self.seed is not None:
             self.seed = _int("seed", self.seed, 0, 2**32 - 1)
@@ -100,6 +92,7 @@ class AskRequest:
                 raise InputError("'system_prompt' must be a string.")
             if len(self.system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
                 raise InputError(f"'system_prompt' is longer than {MAX_SYSTEM_PROMPT_CHARS} characters.")
+            _valid_text("system_prompt", self.system_prompt)
             if not self.system_prompt.strip():
                 self.system_prompt = None
         self.history = validate_history(self.history)
@@ -156,8 +149,39 @@ def validate_history(history: Any) -> list[dict[str, str]]:
             raise InputError(f"'history[{i}].content' must be a string.")
         if len(content) > MAX_TURN_CHARS:
             raise InputError(f"'history[{i}].content' is longer than {MAX_TURN_CHARS} characters.")
+        _valid_text(f"history[{i}].content", content)
         out.append({"role": role, "content": content})
     return out
+
+
+def validate_question(q: Any, limit: int) -> str:
+    """The question as the pipeline sees it: NFC, stripped, within ``limit`` characters *after* NFC (which
+    can compose three code points into one, or expand one into three), holding at least one letter or
+    digit, and no unpaired surrogate (what undecodable bytes become in argv or stdin)."""
+    if not isinstance(q, str):
+        raise InputError("'question' must be a string.")
+    if len(q) > _NFC_MAX_SHRINK * limit:  # cannot fit once composed: refused before normalising megabytes
+        raise InputError(f"'question' is {len(q)} characters; the limit is {limit}. Shorten it.")
+    _valid_text("question", q)
+    q = unicodedata.normalize("NFC", q).strip()
+    if not q:
+        raise InputError("'question' is empty: type a question about the regulations.")
+    if len(q) > limit:
+        raise InputError(f"'question' is {len(q)} characters; the limit is {limit}. Shorten it.")
+    if not any(ch.isalnum() for ch in q):
+        raise InputError("'question' has no words in it (only punctuation, symbols or emoji): type a question "
+                         "about the regulations.")
+    return q
+
+
+_NFC_MAX_SHRINK = 4  # NFC composes at most a few code points into one (Hangul LVT: 3; "ệ" from e+◌̂+◌̣: 3)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_text(name: str, text: str) -> None:
+    if _SURROGATE.search(text):
+        raise InputError(f"'{name}' contains invalid characters (unpaired surrogates U+D800–U+DFFF, which is what "
+                         "bytes that are not UTF-8 turn into): send the text as valid UTF-8.")
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:

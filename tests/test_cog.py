@@ -358,6 +358,8 @@ BAD_INPUTS = [
      None),
     ("output_format", {"prompt": QUESTION, "output_format": "xml"}, "'output_format' is 'xml'",
      ("output_format", "xml")),
+    ("no_word_prompt", {"prompt": "?"}, "invalid_input: 'prompt' has no words", None),
+    ("emoji_prompt", {"prompt": "😀🎓"}, "invalid_input: 'prompt' has no words", None),
 ]
 LORA_CASES = [  # the URL is filled in from the local file server
     ("lora_unreachable", "closed-port", "weights_unreachable: lora_weights: cannot download"),
@@ -441,6 +443,16 @@ def test_an_unknown_input_name_is_refused_without_a_schema_and_stripped_with_one
     assert "Stripped unknown input fields" in llm.tail(200_000)
     where, message = _rejection(llm.predict({"question": QUESTION}))
     assert where == "schema" and "prompt: Field required" in message, message
+
+
+@slow
+def test_a_prompt_with_a_lone_surrogate_is_refused_without_a_traceback(plain):
+    r = plain.predict({"prompt": "học bổng \udcff"})  # JSON "\udcff": not text, whoever parses it
+    if r.status_code == 200:
+        assert r.json()["status"] == "failed" and "'prompt' contains invalid characters" in r.json()["error"], r.text
+    else:
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert "Traceback" not in r.text and "/work/" not in r.text
 
 
 @slow

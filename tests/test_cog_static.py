@@ -105,7 +105,7 @@ def test_bounds_and_defaults_are_the_validators():
     assert checked >= 12
     with pytest.raises(InputError, match="'top_p' must be in"):
         ok("top_p", 0.0)
-    default = AskRequest.from_dict({"question": "?"}, settings)
+    default = AskRequest.from_dict({"question": "q"}, settings)
     assert fields["max_tokens"].default == default.max_new_tokens
     assert fields["temperature"].default == default.temperature
     assert fields["top_p"].default == default.top_p

@@ -43,7 +43,7 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
     from ..request import AskRequest
 
     settings = pipeline.settings
-    top_k = AskRequest(question="?", top_k=top_k or settings.top_k).validate(settings).top_k
+    top_k = AskRequest(question="q", top_k=top_k or settings.top_k).validate(settings).top_k
     for row in rows:  # a question the pipeline would reject fails now, with its line, not half-way through
         try:
             AskRequest(question=row.question).validate(settings)
