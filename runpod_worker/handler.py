@@ -238,7 +238,7 @@ class Worker:
     async def run_to_completion(self, job: Any):
         """The same job, not as a generator: what the SDK's local ``--test_input`` runner can judge.
 
-        runpod 1.12's local runner (rp_local.run_local → rp_job.run_job) awaits a handler but never
+        runpod's local runner (rp_local.run_local → rp_job.run_job) awaits a handler but never
         iterates a generator, so it would report success for any input. This returns the list the
         platform's aggregated stream would hold, or ``{"error": ...}`` (a failed local run).
         """

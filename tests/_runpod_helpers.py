@@ -192,7 +192,7 @@ def openai_shim(handler):
 # ------------------------------------------------------------------------------ a fake job queue
 @dataclass
 class FakeRunPod:
-    """The endpoint side of RunPod's worker protocol (as runpod 1.12 calls it), on 127.0.0.1."""
+    """The endpoint side of RunPod's worker protocol (as the runpod SDK calls it), on 127.0.0.1."""
 
     jobs: list[dict]
     taken: list[tuple[float, list[str], int]] = field(default_factory=list)  # (time, ids, batch size asked)

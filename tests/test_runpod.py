@@ -2,7 +2,7 @@
 the real worker loop against a fake job queue, concurrency, the OpenAI route with the official
 client, bad input and the error shape; the Dockerfile and the Hub files, read statically.
 
-Traps of runpod 1.12 these tests are built not to fall for: ``--test_input`` never iterates a
+Traps of the runpod SDK (pinned in pyproject.toml) these tests are built not to fall for: ``--test_input`` never iterates a
 generator handler (so it reports success for anything), the local API returns a generator's
 error object as ordinary COMPLETED output (and a 500 if the generator raises), and its validator
 skips constraints when a value has the default's type. Every test therefore checks content.

@@ -136,7 +136,7 @@ class RunPodBackend(RemoteBackend):
     The job is started with ``Endpoint.run`` and its stream is polled here with the
     SDK's own HTTP client rather than ``Job.stream()``: that generator cannot be
     interrupted while the job waits in the queue, and never ends for a cancelled
-    job (runpod 1.12), so Stop and the time limit would not work.
+    job (runpod's local runner), so Stop and the time limit would not work.
     """
 
     service = "RunPod"
