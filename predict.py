@@ -42,14 +42,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from typing import Optional
 
 from cog import BaseRunner, ConcatenateIterator, Input, Secret, streaming
 
 from rag.config import Settings
 from rag.errors import InputError, RagError
-from rag.request import AskRequest, from_inputs
+from rag.request import AskRequest, from_inputs, parse_json
 
 class RunnerError(Exception):
     """A failed setup or prediction as the caller sees it: ``code: message``."""
@@ -155,19 +154,21 @@ class Runner(BaseRunner):
 
 class _errors:
     """Any failure → ``RunnerError(rag.errors.public_message(e))``: "<code>: <message>", the same string the
-    RunPod worker returns, with no traceback, path or host name; a bug's traceback goes to the logs only.
+    RunPod worker returns, with no traceback, path or host name. A bug is logged as one line
+    (``rag.errors.trace_line``: type, message, module:line frames): coglet shows what a prediction prints in
+    that prediction's logs, which its client reads, so no traceback or path is printed there.
     Cancellation (Cog's CancelationException, asyncio.CancelledError) is a BaseException and passes through."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, e, tb):
-        from rag.errors import public_message
+        from rag.errors import public_message, trace_line
 
         if e is None or not isinstance(e, Exception) or isinstance(e, RunnerError):
             return False
         if not isinstance(e, RagError):
-            traceback.print_exception(kind, e, tb, file=sys.stderr)
+            print(trace_line(e), file=sys.stderr, flush=True)
         raise RunnerError(public_message(e)) from None
 
 
@@ -178,10 +179,8 @@ def _stops(value):
     if not value:
         return []
     if value.startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError as e:
-            raise InputError(f"'stop_sequences' looks like a JSON array but is not valid JSON ({e}).") from e
+        return parse_json("'stop_sequences' (it starts with '[')", value,
+                          expected='a JSON array of strings such as ["###", "Câu hỏi:"], or comma-separated text')
     return [s.strip() for s in value.split(",") if s.strip()]
 
 
@@ -190,10 +189,5 @@ def _history(value):
         return []
     if not isinstance(value, str):
         return value  # a JSON list sent without a schema: AskRequest checks it
-    try:
-        return json.loads(value)
-    except ValueError as e:
-        raise InputError(
-            f"'history' is not valid JSON ({e}): send a JSON array such as "
-            '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}].'
-        ) from e
+    return parse_json("'history'", value, expected='a JSON array such as '
+                      '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')

@@ -2,8 +2,10 @@
 
 Exit codes: 0 success; 1 an ingest that indexed some files but failed others;
 2 a usage or input error (the message says what to fix); 3 an index or model
-error (missing, mismatched, busy). Errors go to stderr as
-``error [code]: message`` and never include a traceback.
+error (missing, mismatched, busy); 4 an unexpected failure (a bug). Errors go to
+stderr as ``error [code]: message`` (``rag.errors.redact``: paths kept, URL secrets
+cut) and never include a traceback; an unexpected failure is one line naming where it
+happened (``rag.errors.trace_line``), and RAG_LOG_LEVEL=DEBUG adds the traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .texts import CHAT_QUERY_USED, CHAT_RESET, FULL_TEXT_HEADING
 EXIT_PARTIAL = 1
 EXIT_INPUT = 2
 EXIT_INDEX = 3
+EXIT_INTERNAL = 4
 
 
 def _settings(args) -> Settings:
@@ -390,9 +393,23 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except RagError as e:
-        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        from .errors import redact
+
+        print(f"error [{e.code}]: {redact(str(e), client=False)}", file=sys.stderr)
         return EXIT_INPUT if e.code in ("invalid_input", "bad_config", "load_failed", "needs_ocr",
                                         "missing_dependency") else EXIT_INDEX
+    except Exception as e:  # noqa: BLE001 - a bug: one line saying where, the traceback on request
+        from .config import log_level
+        from .errors import trace_line
+
+        if log_level(os.environ) == "DEBUG":
+            import traceback
+
+            traceback.print_exc()
+        code, _, line = trace_line(e).partition(": ")
+        print(f"error [{code}]: {line} — please report it; RAG_LOG_LEVEL=DEBUG prints the traceback.",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

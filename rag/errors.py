@@ -9,6 +9,9 @@ a wrapper's output.
   server paths, the host name, length), for every message that leaves.
 - ``public_message(exc)``: ``"<code>: <message>"``, the one string a wrapper's
   client sees for any error (``client_message`` without the code).
+- ``trace_line(exc)``: an unexpected error as one line for a log that a client can
+  read too (a Cog prediction's logs): its type, its redacted message and where it was
+  raised as ``module:line`` frames, never a traceback or a file path.
 - ``is_fatal_device_error(exc)``: the GPU is in a state no later request can
   recover from (an illegal memory access, a device-side assert), so the wrapper
   should ask its platform for a fresh machine; ``is_out_of_memory(exc)``.
@@ -204,6 +207,38 @@ def client_message(exc: BaseException) -> str:
         # Unexpected errors may carry internals in their text; only the type is shown, the log has the rest.
         text = f"the worker failed to answer ({type(exc).__name__}); the worker log has the details."
     return redact(text)
+
+
+def trace_line(exc: BaseException, *, frames: int = 6) -> str:
+    """``"<code>: <Type>: <message> (at pkg.module:line in func ← …)"``: enough for the owner to find the fault,
+    nothing a client may not see (``redact``ed, frames named by module, not by file path; innermost first)."""
+    import traceback
+
+    where = []
+    for f in reversed(traceback.extract_tb(exc.__traceback__)):
+        where.append(f"{_module_of(f.filename)}:{f.lineno} in {f.name}")
+        if len(where) == frames:
+            break
+    at = f" (at {' ← '.join(where)})" if where else ""
+    return redact(f"{error_code(exc)}: {type(exc).__name__}: {exc}{at}")
+
+
+def _module_of(filename: str) -> str:
+    # The dotted module for a file under sys.path (rag/streaming.py → rag.streaming); else only its name.
+    import sys
+    from pathlib import PurePath
+
+    path = PurePath(filename)
+    best = None
+    for entry in sys.path:
+        try:
+            rel = path.relative_to(entry or ".")
+        except ValueError:
+            continue
+        if best is None or len(rel.parts) < len(best.parts):
+            best = rel
+    rel = best if best is not None and not best.is_absolute() else PurePath(path.name)
+    return ".".join(rel.with_suffix("").parts)
 
 
 def public_message(exc: BaseException) -> str:

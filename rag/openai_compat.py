@@ -144,7 +144,9 @@ def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]]]:
             raise InputError(f"'{where}' has unsupported field(s) {', '.join(extra)} (tools are not supported).")
         role = m.get("role")
         if role not in ("user", "assistant", *_SYSTEM_ROLES):
-            raise InputError(f"'{where}.role' is {role!r}; use 'system', 'user' or 'assistant' (tools are not supported).")
+            shown = repr(role) if role is None or isinstance(role, str) else f"a JSON {_json_type(role)}"
+            raise InputError(f"'{where}.role' is {shown}; use 'system', 'user' or 'assistant' (tools are not "
+                             "supported).")
         if "content" not in m:
             raise InputError(f"'{where}' has no 'content'.")
         text = _text(m["content"], where)
@@ -158,6 +160,10 @@ def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]]]:
     if not turns[-1]["content"].strip():
         raise InputError(f"the question (messages[{len(messages) - 1}], the last user message) is empty.")
     return ("\n\n".join(system) or None), turns
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}.get(type(value), "value")
 
 
 def _text(content: Any, where: str) -> str:

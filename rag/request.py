@@ -7,6 +7,7 @@ platform's inputs onto these field names and nothing else.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -131,6 +132,21 @@ def from_inputs(inputs: Mapping[str, Any], settings: Settings | None = None,
         raise InputError(message, code=e.code) from e
 
 
+def parse_json(name: str, text: str | bytes, *, expected: str) -> Any:
+    """``text`` (an input sent as a JSON string: Cog's ``history`` and ``stop_sequences``, a request body) as JSON.
+
+    Invalid JSON and JSON nested past what the parser allows (a RecursionError, not a ValueError) are both
+    input errors naming ``name``; ``expected`` says what to send instead.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{name} is nested too deeply to be read: send {expected}.") from None
+    except ValueError as e:
+        where = f"{e.msg} at position {e.pos}" if isinstance(e, json.JSONDecodeError) else "undecodable text"
+        raise InputError(f"{name} is not valid JSON ({where}): send {expected}.") from None
+
+
 def validate_history(history: Any) -> list[dict[str, str]]:
     if history is None:
         return []
@@ -143,6 +159,8 @@ def validate_history(history: Any) -> list[dict[str, str]]:
         if not isinstance(turn, Mapping) or set(turn) - {"role", "content"} or "role" not in turn or "content" not in turn:
             raise InputError(f"'history[{i}]' must be an object with exactly 'role' and 'content'.")
         role, content = turn["role"], turn["content"]
+        if not isinstance(role, str):  # not echoed: it may be any JSON, nested or huge
+            raise InputError(f"'history[{i}].role' must be 'user' or 'assistant'.")
         if role not in ROLES:
             raise InputError(f"'history[{i}].role' is {role!r}; use 'user' or 'assistant'.")
         if not isinstance(content, str):

@@ -49,6 +49,7 @@ def create_app(pipeline) -> Any:
     from starlette.routing import Route
 
     from .openai_compat import chat_outputs, error_response, models_list, parse_chat, served_model_name
+    from .request import parse_json
     from .streaming import astream
 
     model = served_model_name(pipeline.settings)
@@ -71,10 +72,8 @@ def create_app(pipeline) -> Any:
             if len(raw) > MAX_BODY_BYTES:
                 raise _HTTPError(f"the request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}.",
                                  "invalid_input", 413)
-            try:
-                body = json.loads(raw)
-            except ValueError as e:
-                raise InputError(f"the request body is not valid JSON ({e.msg} at position {e.pos}).") from None
+            body = parse_json("the request body", raw,
+                              expected="a chat-completions JSON object")
             chat = parse_chat(body, pipeline.settings)
         except Exception as e:  # noqa: BLE001 - one error shape
             return error(e)
