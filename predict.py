@@ -121,7 +121,7 @@ class Runner(BaseRunner):
 
             token = inputs["hf_token"]
             adapter = request_adapter(inputs["lora_weights"], has_llm=self.pipeline.generator is not None,
-                                      cache=self.cache,
+                                      cache=self.cache, max_adapters=self.pipeline.settings.max_adapters,
                                       token=token.get_secret_value() if isinstance(token, Secret) else token)
         return request, adapter
 

@@ -202,8 +202,17 @@ class Settings:
         None, "RAG_WEIGHTS_CACHE", "where adapters and indexes named by a URL are unpacked",
         kind="path", group="downloads", shown_default="`~/.cache/rag/weights` (the network volume on RunPod)")
     weights_cache_gb: float = setting(20.0, "RAG_WEIGHTS_CACHE_GB", "size bound of that cache in GB (least recently "
-                                      "used entries removed first)", kind="float", group="downloads", lo=0.001,
-                                      hi=100_000.0)
+                                      "used entries removed first); it bounds the downloads and unpacks under way "
+                                      "too", kind="float", group="downloads", lo=0.001, hi=100_000.0)
+    weights_download_timeout_s: float = setting(
+        600.0, "RAG_WEIGHTS_DOWNLOAD_TIMEOUT", "the most seconds one download by URL may take in all (lookups, "
+        "connects, redirects, body); a slower one is abandoned", kind="float", group="downloads", lo=0.01,
+        hi=86_400.0)
+    weights_allow_private: bool = setting(
+        False, "RAG_WEIGHTS_ALLOW_PRIVATE", "let a request's `lora_weights` URL reach private, loopback, link-local "
+        "and other non-public addresses (a campus file server); off: every address the host and each redirect "
+        "resolve to must be public. The deployment's own URLs (`RAG_ADAPTER`, `RAG_INDEX_URL`) may always",
+        kind="bool", group="downloads")
     # logging
     log_level: str = setting("INFO", "RAG_LOG_LEVEL", "log level of the serving workers", kind="choice",
                              group="logging", choices=LOG_LEVELS)

@@ -267,7 +267,8 @@ class Worker:
                 self._cache = WeightsCache.from_settings(self.pipeline.settings)
             # off the event loop: other jobs keep streaming while this one's adapter downloads
             adapter = await asyncio.to_thread(request_adapter, job.lora_weights,
-                                              has_llm=self.pipeline.generator is not None, cache=self._cache)
+                                              has_llm=self.pipeline.generator is not None, cache=self._cache,
+                                              max_adapters=self.pipeline.settings.max_adapters)
         async for event in self._events(job.request, cancel, adapter):
             if isinstance(event, Delta):
                 if job.stream:

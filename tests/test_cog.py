@@ -113,12 +113,13 @@ def cog_servers(tmp_path_factory, demo_index_dir, tiny_chat_model, weights_serve
         "plain": CogServer("plain", plain_dir, {
             "RAG_INDEX_DIR": demo_index_dir, "XDG_CACHE_HOME": tmp / "plain-cache",
         }, tmp / "plain.log"),
-        "llm": CogServer("llm", schema_dir, {
+        "llm": CogServer("llm", schema_dir, {  # per-request lora_weights come from a loopback file server
             "RAG_LLM": tiny_chat_model, "COG_WEIGHTS": weights_server.url("adapter.tar.gz"),
-            "XDG_CACHE_HOME": tmp / "llm-cache",
+            "XDG_CACHE_HOME": tmp / "llm-cache", "RAG_WEIGHTS_ALLOW_PRIVATE": "1",
         }, tmp / "llm.log"),
         "llm_base": CogServer("llm_base", plain_dir, {
             "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "XDG_CACHE_HOME": tmp / "llm-base-cache",
+            "RAG_WEIGHTS_ALLOW_PRIVATE": "1",
         }, tmp / "llm_base.log"),
         "bad_adapter": CogServer("bad_adapter", plain_dir, {
             "RAG_INDEX_DIR": demo_index_dir, "RAG_LLM": tiny_chat_model, "RAG_ADAPTER": "/nonexistent/adapter",
@@ -361,9 +362,10 @@ BAD_INPUTS = [
     ("no_word_prompt", {"prompt": "?"}, "invalid_input: 'prompt' has no words", None),
     ("emoji_prompt", {"prompt": "😀🎓"}, "invalid_input: 'prompt' has no words", None),
 ]
+UNREACHABLE = "weights_unreachable: lora_weights: could not download"  # the same words for every fetch failure
 LORA_CASES = [  # the URL is filled in from the local file server
-    ("lora_unreachable", "closed-port", "weights_unreachable: lora_weights: cannot download"),
-    ("lora_404", "missing.tar.gz", "weights_unreachable: lora_weights: downloading"),
+    ("lora_unreachable", "closed-port", UNREACHABLE),
+    ("lora_404", "missing.tar.gz", UNREACHABLE),
     ("lora_not_tarball", "not-a-tarball.tar.gz", "weights_not_tarball: lora_weights:"),
     ("lora_no_adapter_config", "no-adapter.tar.gz", "weights_invalid: lora_weights:"),
 ]

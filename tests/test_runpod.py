@@ -352,6 +352,8 @@ def test_lora_weights_per_job_is_downloaded_once_and_used_for_that_job(llm_worke
                                                                       monkeypatch):
     import tarfile
 
+    from rag.weights import WeightsCache
+
     from _cog_server import FileServer
 
     served = tmp_path / "served"
@@ -363,6 +365,12 @@ def test_lora_weights_per_job_is_downloaded_once_and_used_for_that_job(llm_worke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     try:
         url = files.url("lora.tar.gz")
+        # a loopback URL is refused by default, before any request (RAG_WEIGHTS_ALLOW_PRIVATE unset) ...
+        (out,) = run(llm_worker, {"prompt": GRADUATION, "lora_weights": url})
+        assert "could not download" in assert_error_shape(out, "weights_unreachable") and not files.hits
+        # ... and allowed on a deployment that says so (a campus file server)
+        monkeypatch.setattr(llm_worker, "_cache", WeightsCache.from_settings(
+            llm_worker.pipeline.settings.with_(weights_allow_private=True, weights_cache_dir=tmp_path / "w")))
         job = {"prompt": GRADUATION, "max_tokens": 12}
         (base,) = run(llm_worker, job)
         (tuned,) = run(llm_worker, {**job, "lora_weights": url})
