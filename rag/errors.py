@@ -23,14 +23,19 @@ import re
 
 
 class RagError(Exception):
-    """Base class. ``code`` is stable and machine-readable; ``str(e)`` is for people."""
+    """Base class. ``code`` is stable and machine-readable; ``str(e)`` is for people.
+
+    ``detail``: what the deployment's owner may read and the client may not (why a client's URL could not
+    be fetched, say); wrappers write it only to a log the client cannot see, never into a reply.
+    """
 
     code = "rag_error"
 
-    def __init__(self, message: str, *, code: str | None = None):
+    def __init__(self, message: str, *, code: str | None = None, detail: str | None = None):
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.detail = redact(detail, client=False) if detail else None
 
     @property
     def message(self) -> str:

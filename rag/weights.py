@@ -26,7 +26,8 @@ Downloads follow their redirects here, not in a library: each hop's host is
 resolved and every address checked, and the connection goes to a checked address.
 A request's ``lora_weights`` (``request_adapter``) may reach only public (global)
 addresses unless RAG_WEIGHTS_ALLOW_PRIVATE is set, and every failure to fetch it
-is one opaque ``weights_unreachable`` error (the owner's log has the reason), so
+is one opaque ``weights_unreachable`` error (its ``detail``, for the owner's log,
+has the reason), so
 the endpoint cannot be used to probe a private network. The deployment's own URLs
 (RAG_ADAPTER, COG_WEIGHTS, RAG_INDEX_URL) may point anywhere and fail with their
 reason. Every download ends at RAG_WEIGHTS_DOWNLOAD_TIMEOUT seconds in all.
@@ -42,7 +43,6 @@ import hashlib
 import http.client
 import ipaddress
 import json
-import logging
 import os
 import shutil
 import socket
@@ -58,8 +58,6 @@ from urllib.parse import urljoin, urlsplit
 
 from .config import Settings, cache_home
 from .errors import ConfigError, ModelError, RagError, redact
-
-log = logging.getLogger("rag.weights")
 
 ADAPTER_MARKER = "adapter_config.json"
 INDEX_MARKER = "manifest.json"
@@ -417,14 +415,17 @@ def _body(resp, dest: Path, limit: int, what: str, error, reserve, deadline: _De
 
 def _unreachable(e: _FetchFailed, url: str, what: str, error, client: bool, deadline_s: float) -> RagError:
     """The error for a URL that could not be fetched: its reason for the deployment's own URLs; for a client's,
-    the same words whatever happened (refused, unknown host, 404, timeout, private address), the reason logged."""
+    the same words whatever happened (refused, unknown host, 404, timeout, private address), the reason in
+    ``detail`` (the owner's)."""
     shown = redact(url, client=False)
     if not client:
         return error(f"{what}: cannot download {shown} ({e}); check the URL and that the server is reachable "
                      "(signed URLs expire).", code="weights_unreachable")
-    log.warning("%s: could not download %s: %s", what, shown, redact(str(e), client=False))
+    # The reason travels as ``detail``, for a log only the owner reads: the RunPod worker logs it; a Cog
+    # prediction's logs are read by its client, so the Cog runner does not print it.
     return error(f"{what}: could not download {shown}. It must be an http(s) URL on a public address that "
-                 f"serves the tarball within {deadline_s:g} s (signed URLs expire).", code="weights_unreachable")
+                 f"serves the tarball within {deadline_s:g} s (signed URLs expire).", code="weights_unreachable",
+                 detail=f"{what}: could not download {shown}: {e}")
 
 
 def unpack_tarball(archive: Path, dest: Path, *, marker: str, what: str, source: str | None = None,

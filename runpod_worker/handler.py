@@ -230,6 +230,8 @@ class Worker:
                 self.config["refresh_worker"] = True
             if not isinstance(cause, InputError):
                 log.error("job %s failed", _job_id(job), exc_info=cause)
+            elif getattr(cause, "detail", None):  # the reason the client is not told (rag.errors.RagError.detail)
+                log.warning("job %s: %s", _job_id(job), cause.detail)
             message = public_message(cause)
             yield {"error": f"worker_not_ready: {message}" if isinstance(e, _NotReady) and not fatal else message}
         finally:

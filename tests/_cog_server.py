@@ -131,6 +131,20 @@ class CogServer:
                               timeout=timeout)
         return r, sse_events(r)
 
+    def prediction_logs(self, body: dict) -> str:
+        """What the runner printed during one prediction, as coglet attributes it to the prediction (its logs on
+        Replicate, which its client reads): the prediction's ``logs`` plus the server log's lines tagged with its
+        id and an output stream."""
+        lines = [body.get("logs") or ""]
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                fields = json.loads(raw).get("fields", {})
+            except (ValueError, AttributeError):
+                continue
+            if fields.get("prediction_id") == body.get("id") and fields.get("source") in ("Stdout", "Stderr"):
+                lines.append(fields.get("message", ""))
+        return "\n".join(lines)
+
     def tail(self, n: int = 4000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-n:]

@@ -415,8 +415,11 @@ def test_bad_lora_weights_url_is_rejected(case, server_name, cog_servers, weight
     server = cog_servers[server_name]
     server.wait()
     url = _lora_url(weights_server, target)
-    where, message = _rejection(server.predict({"prompt": QUESTION, "lora_weights": url}))
+    r = server.predict({"prompt": QUESTION, "lora_weights": url})
+    where, message = _rejection(r)
     assert where == "runner" and expected in message and url.split("?")[0] in message, message
+    logs = server.prediction_logs(r.json())  # the client reads these: no reason there either
+    assert "refused" not in logs and "404" not in logs and "Traceback" not in logs, logs
 
 
 @slow

@@ -83,33 +83,19 @@ def _failed(server: CogServer, inputs: dict) -> dict:
     return body
 
 
-def _prediction_logs(server: CogServer, body: dict) -> str:
-    """What the runner printed during this prediction, as coglet attributes it to the prediction (its logs on
-    Replicate): the prediction's own ``logs`` plus the server log's lines tagged with its id and a stream."""
-    lines = [body.get("logs") or ""]
-    for raw in server.log_path.read_text(errors="replace").splitlines():
-        try:
-            fields = json.loads(raw).get("fields", {})
-        except ValueError:
-            continue
-        if fields.get("prediction_id") == body["id"] and fields.get("source") in ("Stdout", "Stderr"):
-            lines.append(fields.get("message", ""))
-    return "\n".join(lines)
-
-
 @pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
 def test_a_failed_prediction_shows_no_traceback_or_path(server, case):
     _id, inputs = case
     body = _failed(server, inputs)
     assert not LEAKS.search(body["error"]), body["error"]
-    logs = _prediction_logs(server, body)
+    logs = server.prediction_logs(body)
     assert not LEAKS.search(logs), logs
 
 
 def test_an_internal_fault_says_internal_error_and_the_log_keeps_where_it_happened(server):
     body = _failed(server, {"prompt": FAULT})
     assert "internal_error: the worker failed to answer (FileNotFoundError)" in body["error"], body["error"]
-    logs = _prediction_logs(server, body)  # the owner can still find the fault: its type and where it happened
+    logs = server.prediction_logs(body)  # the owner can still find the fault: its type and where it happened
     assert "internal_error: FileNotFoundError: " in logs and "<path>" in logs, logs
     assert "faulty:12 in faulty" in logs and "rag.streaming:" in logs, logs
 

@@ -288,18 +288,39 @@ def test_every_failure_to_fetch_reads_the_same(server, tmp_path, caplog):
         "timeout": (server.url("/drip"), {}),
         "private": (server.url("/ok.tar"), {"allow_private": False}),
     }
-    messages = {}
-    with caplog.at_level(logging.WARNING, logger="rag.weights"):
-        for name, (url, kw) in cases.items():
-            with pytest.raises(InputError) as e:
-                request_adapter(url, has_llm=True, cache=cache(tmp_path, **{"deadline_s": 1.0, **kw}))
-            assert e.value.code == "weights_unreachable", (name, e.value)
-            messages[name] = str(e.value).replace(url, "<url>")
+    messages, details = {}, {}
+    for name, (url, kw) in cases.items():
+        with pytest.raises(InputError) as e:
+            request_adapter(url, has_llm=True, cache=cache(tmp_path, **{"deadline_s": 1.0, **kw}))
+        assert e.value.code == "weights_unreachable", (name, e.value)
+        messages[name] = str(e.value).replace(url, "<url>")
+        details[name] = e.value.detail
     assert len(set(messages.values())) == 1, messages
     assert re.search(r"could not download <url>\. It must be an http\(s\) URL on a public address", messages["404"])
-    logged = caplog.text  # the owner's log says what happened
-    assert "HTTP 404" in logged and "Connection refused" in logged and "not a public address" in logged
-    assert "not finished within 1 s" in logged
+    # the reason is kept for the owner's log (rag.errors.RagError.detail), never in the message
+    assert "Connection refused" in details["refused"] and "no-such-host.invalid" in details["no such host"]
+    assert "HTTP 404" in details["404"] and "not finished within 1 s" in details["timeout"]
+    assert "not a public address" in details["private"]
+
+
+def test_the_runpod_worker_logs_the_reason_its_client_is_not_told(server, demo_pipeline, caplog, tmp_path,
+                                                                 monkeypatch):
+    import asyncio
+
+    from runpod_worker.handler import Worker
+
+    w = Worker(demo_pipeline, max_concurrency=1)
+    monkeypatch.setattr(demo_pipeline, "generator", object())  # "has an LLM": the download is attempted
+    w._cache = cache(tmp_path)
+
+    async def go():
+        return [o async for o in w.handler({"id": "j1", "input": {"prompt": "Học bổng?",
+                                                                   "lora_weights": server.url("/missing")}})]
+
+    with caplog.at_level(logging.WARNING, logger="rag.runpod"):
+        (out,) = asyncio.run(go())
+    assert out["error"].startswith("weights_unreachable: lora_weights: could not download") and "404" not in out["error"]
+    assert "job j1: lora_weights: could not download" in caplog.text and "HTTP 404" in caplog.text
 
 
 def test_the_deployments_own_urls_keep_their_reason(server, tmp_path):
