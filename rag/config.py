@@ -211,7 +211,7 @@ class Settings:
     weights_allow_private: bool = setting(
         False, "RAG_WEIGHTS_ALLOW_PRIVATE", "let a request's `lora_weights` URL reach private, loopback, link-local "
         "and other non-public addresses (a campus file server); off: every address the host and each redirect "
-        "resolve to must be public. The deployment's own URLs (`RAG_ADAPTER`, `RAG_INDEX_URL`) may always",
+        "resolve to must be public (the deployment's own `RAG_ADAPTER` and `RAG_INDEX_URL` may point anywhere)",
         kind="bool", group="downloads")
     # logging
     log_level: str = setting("INFO", "RAG_LOG_LEVEL", "log level of the serving workers", kind="choice",

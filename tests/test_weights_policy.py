@@ -39,7 +39,8 @@ def adapter_tarball(payload: bytes = b"") -> bytes:
 
 class Server:
     """A loopback HTTP server: /ok.tar, /big-N.tar (sent in slices, so downloads overlap), /missing (404),
-    /redirect?to=URL (302), /loop (302 to itself), /drip (one byte every 0.1 s, for ever). Counts every request by path."""
+    /redirect?to=URL (302), /loop (302 to itself), /drip (one byte of body every 0.1 s, for
+    ever), /drip-headers (the same, before the headers end). Counts every request by path."""
 
     def __init__(self, host: str = "127.0.0.1", big: bytes = b""):
         self.hits: dict[str, int] = {}
@@ -66,6 +67,11 @@ class Server:
                         self.send_header("Location", parse_qs(urlsplit(self.path).query)["to"][0])
                         self.send_header("Content-Length", "0")
                         self.end_headers()
+                    elif path == "/drip-headers":  # the status line and headers, one byte at a time
+                        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n" + b"X-Pad: " + b"p" * 10_000:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.1)
                     elif path == "/drip":
                         self.send_response(200)
                         self.send_header("Content-Length", "100000")
@@ -339,6 +345,14 @@ def test_a_slow_drip_is_cut_off_at_the_deadline(server, tmp_path):
     assert e.value.code == "weights_unreachable"
     assert 0.9 <= elapsed < 3.0, elapsed
     assert c._reserved == 0 and not list(c.directory.glob(".*.download"))
+
+
+def test_slow_headers_are_cut_off_too(server, tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as e:
+        request_adapter(server.url("/drip-headers"), has_llm=True, cache=cache(tmp_path, deadline_s=1.0))
+    assert e.value.code == "weights_unreachable" and "not finished within 1 s" in e.value.detail
+    assert time.monotonic() - t0 < 3.0
 
 
 def test_the_deadline_is_a_setting():
