@@ -30,6 +30,7 @@ DEFAULT_EMBED_MODEL = "all-MiniLM-L6-v2"  # the packaged copy (PyPI gt-all-minil
 QUANTIZATIONS = ("none", "8bit", "4bit")
 FUSIONS = ("linear", "rrf")
 OCR_MODES = ("auto", "always", "never")
+EMBED_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -110,6 +111,17 @@ class Settings:
                                     group="index", lo=1, hi=4096)
     embed_device: str | None = setting(None, "RAG_EMBED_DEVICE", "device of the embedder (unset: CUDA when present)",
                                        kind="str", group="index")
+    embed_dtype: str = setting(
+        "auto", "RAG_EMBED_DTYPE", "precision of the embedder's weights: `auto` is `bfloat16` on a CPU with native "
+        "bf16 (`avx512_bf16` or `amx_bf16` in its flags), `float16` on CUDA, `float32` otherwise; vectors are "
+        "float32 either way, so an index built at one precision is searched at another",
+        kind="choice", group="index", choices=EMBED_DTYPES)
+    embed_query_threads: int = setting(
+        1, "RAG_EMBED_QUERY_THREADS", "CPU threads for embedding one question (one thread holds its latency when "
+        "other requests or processes share the cores; 0: one per core)", kind="int", group="index", lo=0, hi=256)
+    embed_ingest_threads: int = setting(
+        0, "RAG_EMBED_INGEST_THREADS", "CPU threads for embedding passages in batches at ingest (0: one per core)",
+        kind="int", group="index", lo=0, hi=256)
     chroma_url: str | None = setting(
         None, "RAG_CHROMA_URL", "`http://host:8000` of a shared Chroma server (unset: an embedded index on disk)",
         kind="str", group="index", allowed="`http://` or `https://` URL")

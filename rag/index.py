@@ -2,7 +2,7 @@
 
 Layout of an index directory (embedded mode)::
 
-    manifest.json   the pointer: embedding model, dimension, prefixes, normaliser/chunker versions,
+    manifest.json   the pointer: embedding model, dimension, prefixes, precision, normaliser/chunker versions,
                     corpus hash, counts, times, the data directory it describes (``data_dir``) and
                     the size and sha256 of every file in it (``checksums``)
     v-000042/       one complete build (a "version"):
@@ -99,6 +99,7 @@ class Manifest:
     files: dict  # source -> {"sha256", "title", "kind", "pages", "chunks", "ocr_pages"}
     data_dir: str | None = None  # "v-000042": the build this manifest describes; None: format 1 / a Chroma server
     checksums: dict | None = None  # path inside data_dir -> {"size", "sha256"}, every file
+    embed_dtype: str | None = None  # precision of the build's embedder; informative only (vectors are float32)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,9 +136,9 @@ _SCHEMA = {
     "format": int, "embed_model": str, "embed_dimension": int, "query_prefix": str, "passage_prefix": str,
     "segmented": bool, "normaliser_version": str, "chunker_version": str, "corpus_hash": str, "chunk_count": int,
     "document_count": int, "page_count": int, "created_at": str, "updated_at": str, "collection": str,
-    "files": dict, "data_dir": str, "checksums": dict,
+    "files": dict, "data_dir": str, "checksums": dict, "embed_dtype": str,
 }
-_OPTIONAL = {"data_dir", "checksums"}
+_OPTIONAL = {"data_dir", "checksums", "embed_dtype"}
 _TYPE_NAMES = {int: "an integer", str: "a string", bool: "true/false", dict: "an object"}
 
 
@@ -555,7 +556,7 @@ def _fill_collection(col, chunks: list[Chunk], vectors: np.ndarray, tokens: list
 
 
 def make_manifest(spec: EmbedSpec, dimension: int, chunks: list[Chunk], files: dict,
-                  created_at: str | None, collection: str) -> Manifest:
+                  created_at: str | None, collection: str, embed_dtype: str | None = None) -> Manifest:
     norm_v, chunk_v = _versions()
     return Manifest(
         format=INDEX_FORMAT, embed_model=spec.model, embed_dimension=dimension, query_prefix=spec.query_prefix,
@@ -563,6 +564,7 @@ def make_manifest(spec: EmbedSpec, dimension: int, chunks: list[Chunk], files: d
         chunker_version=chunk_v, corpus_hash=corpus_hash([c.id for c in chunks]), chunk_count=len(chunks),
         document_count=len(files), page_count=sum(int(f.get("pages") or 0) for f in files.values()),
         created_at=created_at or now_iso(), updated_at=now_iso(), collection=collection, files=files,
+        embed_dtype=embed_dtype,
     )
 
 

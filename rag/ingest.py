@@ -264,8 +264,10 @@ def _build(settings, spec, directory, existing, kept, new_chunks, files_meta, em
         for i, text in zip(todo, texts):
             tokens[i] = segment(text)
     report.embedded = len(todo)
+    dtype = embedder.dtype if todo else (existing.manifest.embed_dtype if existing else None)
     manifest = make_manifest(spec, dim, ordered, files_meta,
-                             existing.manifest.created_at if existing else None, new_collection_name(settings))
+                             existing.manifest.created_at if existing else None, new_collection_name(settings),
+                             embed_dtype=dtype)
     return write_index(settings, manifest, ordered, vectors, tokens, directory=directory)
 
 
