@@ -1,6 +1,13 @@
 """Ingest throughput: `rag ingest` of the ALQAC laws against the embedder alone on the same chunks.
 
     python benchmarks/run_all.py --only ingest
+    python benchmarks/bench_ingest.py --hust      # the 9 HUST PDFs (OCR included): sequential vs overlapped
+
+The second form times, in one run and alternating, the 9 HUST regulation PDFs (3 scanned: OCR in every run,
+each run has a fresh index directory and so no OCR cache) ingested stage after stage — every file read,
+OCR'd, chunked and word-segmented in turn, then all chunks embedded, then written — and by `rag.ingest.ingest`,
+which reads in a process pool while a thread embeds; for RAG_EMBED_DTYPE=float32 and for the default (auto),
+with the embedder alone on the same chunks as the reference for chunks/s. It prints the load average.
 
 The ingest path is the real one (rag.ingest.ingest over the laws written as JSON
 documents by `rag eval --convert-alqac`: read, clean, chunk, embed, segment for
@@ -37,7 +44,99 @@ def run(ctx: Ctx) -> list[Row]:
     ]
 
 
+HUST_PDF = Path(__file__).resolve().parents[2] / "shared" / "data" / "hust-regulations" / "pdf"
+
+
+def _sequential(paths, settings, embedder, directory: Path) -> int:
+    """One stage after the other, one file after the other: what ingest did before its stages overlapped."""
+    from rag.embed import EmbedSpec
+    from rag.index import index_lock, make_manifest, new_collection_name, write_index
+    from rag.ingest import read_chunks
+
+    chunks, tokens, files = [], [], {}
+    for path in paths:
+        got = read_chunks(path, path.name, None, settings, directory)
+        if got[0] == "error":
+            print(f"  {path.name}: {got[2]}")
+            continue
+        info, meta, cs, toks = got
+        chunks += cs
+        tokens += toks
+        files[path.name] = {**info, "meta": meta, "sidecar_sha256": ""}
+    vectors = embedder.embed_passages([c.full_text for c in chunks])
+    spec = EmbedSpec.from_settings(settings)
+    manifest = make_manifest(spec, embedder.dimension, chunks, files, None, new_collection_name(settings),
+                             embed_dtype=embedder.dtype)
+    with index_lock(settings, directory):
+        write_index(settings, manifest, chunks, vectors, tokens, directory=directory)
+    return len(chunks)
+
+
+def hust(rounds: int = 1) -> int:
+    import os
+    import tempfile
+
+    from common import load_average
+
+    from rag.config import Settings
+    from rag.embed import Embedder
+    from rag.ingest import ingest
+
+    if not HUST_PDF.is_dir():
+        print(f"{HUST_PDF} is absent: nothing to time")
+        return 0
+    paths = sorted(HUST_PDF.glob("*.pdf"))
+    print(f"load average at start: {load_average()}; {len(paths)} PDFs, cores: {os.cpu_count()}")
+    embedders = {}
+    for name in ("float32", "auto"):
+        e = Embedder.load(Settings.from_env({"RAG_EMBED_DTYPE": name}))
+        if name == "auto" and e.dtype == "float32":
+            print("auto is float32 on this machine (no native bf16): timed once")
+            continue
+        embedders[name] = e
+    times: dict[tuple[str, str], list[float]] = {}
+    chunk_texts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, emb in embedders.items():
+                settings = Settings.from_env({"RAG_EMBED_DTYPE": name})
+                for mode in ("sequential", "overlapped"):
+                    d = Path(tmp) / f"{name}-{mode}-{r}"
+                    with Timer() as t:
+                        if mode == "sequential":
+                            n = _sequential(paths, settings, emb, d)
+                        else:
+                            n = ingest(paths, settings, embedder=emb, directory=d, progress=False).chunk_count
+                    times.setdefault((name, mode), []).append(t.s)
+                    print(f"  {name:>8} {mode:>10}: {t.s:6.1f} s, {n} chunks")
+                    if mode == "overlapped":
+                        chunk_texts[name] = [c.full_text for c in _open(settings, d).chunks]
+            for name, emb in embedders.items():
+                with Timer() as t:
+                    emb.embed_passages(chunk_texts[name])
+                times.setdefault((name, "embedder alone"), []).append(t.s)
+    print(f"\nwall time, best of {rounds} (s); chunks/s against the embedder alone on the same chunks")
+    for name in embedders:
+        n = len(chunk_texts[name])
+        seq, ovl, alone = (min(times[(name, m)]) for m in ("sequential", "overlapped", "embedder alone"))
+        print(f"{name:>8}: sequential {seq:6.1f}  overlapped {ovl:6.1f} ({seq / ovl:.2f}× faster)  "
+              f"embedder alone {alone:6.1f}; chunks/s overlapped {n / ovl:.1f} = {alone / ovl:.2f}× embedder alone")
+    if "auto" in embedders:
+        print(f"default vs float32, overlapped: {min(times[('float32', 'overlapped')]) / min(times[('auto', 'overlapped')]):.2f}×")
+    print(f"load average at end: {load_average()}")
+    return 0
+
+
+def _open(settings, directory):
+    from rag.embed import EmbedSpec
+    from rag.index import Index
+
+    return Index.open(settings, EmbedSpec.from_settings(settings), directory=directory)
+
+
 if __name__ == "__main__":
+    if "--hust" in sys.argv[1:]:
+        sys.exit(hust(int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 1))
     from run_all import main
 
     sys.exit(main(["--only", "ingest"]))

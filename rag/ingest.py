@@ -102,13 +102,15 @@ def ingest(
     directory: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    read_workers: int | None = None,
 ) -> IngestReport:
-    """Index the files under ``paths`` into the index of ``settings`` (or ``directory``)."""
-    from .chunk import chunk_document
+    """Index the files under ``paths`` into the index of ``settings`` (or ``directory``).
+
+    ``read_workers``: processes that read, OCR, chunk and segment files (None: one per core when at
+    least two PDF or DOCX files are to be read, else a thread beside the embedder; 0: that thread).
+    """
     from .load import iter_files
-    from .metadata import apply as apply_metadata
-    from .metadata import document_metadata, read_sidecar
-    from .normalise import segment
+    from .metadata import read_sidecar
 
     t0 = time.perf_counter()
     directory = Path(directory or settings.resolved_index_dir())
@@ -129,40 +131,54 @@ def ingest(
         new_chunks: dict[str, list[Chunk]] = {}
         files_meta: dict[str, dict] = {}
         seen_sources: set[str] = set()
-        bar = _progress(listing.files, progress, "reading")
-        for path, source in bar:
+        to_read = []  # (path, source, sidecar, sidecar_sha), in listing order
+        for path, source in listing.files:
             seen_sources.add(source)
             try:
                 sha = file_sha256(path)
                 sidecar, sidecar_sha = read_sidecar(path, _root_of(path, source))
-                prev = old_files.get(source)
-                if prev and prev.get("sha256") == sha and prev.get("sidecar_sha256", "") == sidecar_sha \
-                        and source in kept:
-                    files_meta[source] = prev
-                    report.files.append(FileResult(source, "unchanged", prev.get("pages", 0), prev.get("chunks", 0)))
-                    continue
-                doc = read_document(path, settings, source=source, index_dir=directory, progress=progress)
-                meta = document_metadata(doc, sidecar)
-                chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
-                apply_metadata(chunks, meta)
-                if not chunks:
-                    raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
-                                   code="empty_document")
             except RagError as e:
-                kept_note = " (the previously indexed version is kept)" if source in kept else ""
-                report.files.append(FileResult(source, "failed", reason=str(e) + kept_note, code=e.code))
-                if source in kept:
-                    files_meta[source] = old_files[source]
+                report.files.append(_failed(files_meta, old_files, kept, source, e.code, str(e)))
                 continue
-            new_chunks[source] = chunks
-            files_meta[source] = {
-                "sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
-                "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr),
-                "meta": meta.to_dict(), "sidecar_sha256": sidecar_sha,
-            }
-            status = "updated" if source in kept else "added"
-            report.files.append(FileResult(source, status, len(doc.pages), len(chunks),
-                                           ocr_pages=files_meta[source]["ocr_pages"]))
+            prev = old_files.get(source)
+            if prev and prev.get("sha256") == sha and prev.get("sidecar_sha256", "") == sidecar_sha \
+                    and source in kept:
+                files_meta[source] = prev
+                report.files.append(FileResult(source, "unchanged", prev.get("pages", 0), prev.get("chunks", 0)))
+                continue
+            to_read.append((path, source, sidecar, sidecar_sha))
+            report.files.append(None)  # its place in the report, filled once it is read
+
+        # Overlap: files are read, OCR'd, chunked and word-segmented in a pool while one thread embeds the
+        # new chunks of each file as soon as it is read. Results are taken in listing order, so the report
+        # and the index are the same as one file after the other.
+        known = existing.by_id if existing else {}
+        stages = _Stages(settings, embedder, read_workers, len(to_read), [p for p, *_ in to_read])
+        fresh: dict[str, tuple[list[int], object, list[list[str]]]] = {}  # source -> rows, vectors future, tokens
+        try:
+            futures = [stages.read(path, source, sidecar, settings, directory) for path, source, sidecar, _ in to_read]
+            places = iter([i for i, f in enumerate(report.files) if f is None])
+            bar = _progress(list(zip(to_read, futures)), progress, "reading")
+            for (path, source, _, sidecar_sha), fut in bar:
+                got, place = fut.result(), next(places)
+                if isinstance(got, tuple) and got[0] == "error":
+                    report.files[place] = _failed(files_meta, old_files, kept, source, got[1], got[2])
+                    continue
+                info, meta, chunks, tokens = got
+                rows = [i for i, c in enumerate(chunks) if c.id not in known]
+                vectors = stages.embed([chunks[i].full_text for i in rows]) if rows else None
+                fresh[source] = (rows, vectors, tokens)
+                new_chunks[source] = chunks
+                files_meta[source] = {**info, "meta": meta, "sidecar_sha256": sidecar_sha}
+                status = "updated" if source in kept else "added"
+                report.files[place] = FileResult(source, status, info["pages"], len(chunks),
+                                                 ocr_pages=info["ocr_pages"])
+            fresh = {src: (rows, v.result() if v is not None else None, tok) for src, (rows, v, tok) in fresh.items()}
+        finally:
+            stages.close()
+        embedder = stages.embedder
+        listed = [source for _, source in listing.files]
+        files_meta = {s: files_meta[s] for s in listed if s in files_meta} | files_meta  # listing order
 
         # Files indexed before but not listed now: kept, unless pruning.
         for source in kept:
@@ -181,8 +197,7 @@ def ingest(
         elif not changed and not upgrade:
             index = existing
         else:
-            index = _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress,
-                           segment, report)
+            index = _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, fresh, report)
         report.changed = changed
         report.chunk_count = len(index.chunks) if index else 0
         report.document_count = len(index.manifest.files) if index else 0
@@ -234,41 +249,123 @@ def _open_existing(settings: Settings, spec: EmbedSpec, directory: Path) -> Inde
         raise
 
 
-def _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, progress, segment, report):
+def _build(settings, spec, directory, existing, kept, new_chunks, files_meta, embedder, fresh, report):
     # Order: sources sorted, chunks in document order; reuse vectors/tokens of unchanged chunks.
     ordered: list[Chunk] = []
-    reuse_rows: list[int | None] = []
+    where: list[tuple] = []  # ("old", row) or ("new", source, position in its file)
     for source in sorted(files_meta):
         if source in new_chunks:
-            for c in new_chunks[source]:
+            for pos, c in enumerate(new_chunks[source]):
                 row = existing.by_id.get(c.id) if existing else None
                 ordered.append(c)
-                reuse_rows.append(row)
+                where.append(("old", row) if row is not None else ("new", source, pos))
         else:
             for row in kept.get(source, []):
                 ordered.append(existing.chunks[row])
-                reuse_rows.append(row)
-    todo = [i for i, r in enumerate(reuse_rows) if r is None]
-    if todo and embedder is None:
-        embedder = Embedder.load(settings)
+                where.append(("old", row))
     dim = embedder.dimension if embedder else existing.vectors.shape[1]
     vectors = np.zeros((len(ordered), dim), dtype=np.float32)
     tokens: list[list[str]] = [[] for _ in ordered]
-    for i, row in enumerate(reuse_rows):
-        if row is not None:
-            vectors[i] = existing.vectors[row]
-            tokens[i] = existing.tokens[row]
-    if todo:
-        texts = [ordered[i].full_text for i in todo]
-        vectors[todo] = embedder.embed_passages(texts, show_progress=progress)
-        for i, text in zip(todo, texts):
-            tokens[i] = segment(text)
-    report.embedded = len(todo)
-    dtype = embedder.dtype if todo else (existing.manifest.embed_dtype if existing else None)
+    new_row = {src: {pos: k for k, pos in enumerate(rows)} for src, (rows, _, _) in fresh.items()}
+    for i, w in enumerate(where):
+        if w[0] == "old":
+            vectors[i] = existing.vectors[w[1]]
+            tokens[i] = existing.tokens[w[1]]
+        else:
+            _, source, pos = w
+            _, vecs, toks = fresh[source]
+            vectors[i] = vecs[new_row[source][pos]]
+            tokens[i] = toks[pos]
+    embedded = sum(1 for w in where if w[0] == "new")
+    report.embedded = embedded
+    dtype = embedder.dtype if embedded else (existing.manifest.embed_dtype if existing else None)
     manifest = make_manifest(spec, dim, ordered, files_meta,
                              existing.manifest.created_at if existing else None, new_collection_name(settings),
                              embed_dtype=dtype)
     return write_index(settings, manifest, ordered, vectors, tokens, directory=directory)
+
+
+def _failed(files_meta, old_files, kept, source, code, message) -> FileResult:
+    """A file that could not be read: its report line; its earlier version, if any, stays indexed."""
+    kept_note = " (the previously indexed version is kept)" if source in kept else ""
+    if source in kept:
+        files_meta[source] = old_files[source]
+    return FileResult(source, "failed", reason=message + kept_note, code=code)
+
+
+def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None):
+    """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk), or ("error", code, message).
+
+    What a reader worker runs: everything per file that does not need the embedder. Errors a user can act
+    on come back as values (a process pool pickles them poorly); anything else is raised.
+    """
+    from .chunk import chunk_document
+    from .metadata import apply as apply_metadata
+    from .metadata import document_metadata
+    from .normalise import segment
+
+    try:
+        doc = read_document(path, settings, source=source, index_dir=index_dir)
+        meta = document_metadata(doc, sidecar)
+        chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
+        apply_metadata(chunks, meta)
+        if not chunks:
+            raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
+                           code="empty_document")
+    except RagError as e:
+        return ("error", e.code, str(e))
+    info = {"sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
+            "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr)}
+    return info, meta.to_dict(), chunks, [segment(c.full_text) for c in chunks]
+
+
+class _Stages:
+    """The reader pool and the one embedding thread of an ingest.
+
+    PDF and DOCX files (parsing, OCR) are read in processes: they hold the GIL for long stretches. A few
+    light files are read in a thread, which costs no process start. The embedder is loaded by the
+    embedding thread on its first batch, while the first files are still being read.
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder | None, read_workers: int | None, n_files: int,
+                 paths: list[Path]):
+        from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+        heavy = sum(1 for p in paths if Path(p).suffix.lower() in (".pdf", ".docx"))
+        if read_workers is None:
+            read_workers = _cores() if heavy >= 2 else 0
+        read_workers = min(read_workers, n_files)
+        if read_workers > 0:
+            import multiprocessing
+
+            # spawn: the parent holds torch's and Chroma's threads, which a forked child must not inherit
+            self._readers = ProcessPoolExecutor(read_workers, mp_context=multiprocessing.get_context("spawn"))
+        else:
+            self._readers = ThreadPoolExecutor(1, thread_name_prefix="ingest-read")
+        self._embed = ThreadPoolExecutor(1, thread_name_prefix="ingest-embed")
+        self._settings = settings
+        self.embedder = embedder
+
+    def read(self, path, source, sidecar, settings, index_dir):
+        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir)
+
+    def embed(self, texts: list[str]):
+        return self._embed.submit(self._embed_now, texts)
+
+    def _embed_now(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            self.embedder = Embedder.load(self._settings)
+        return self.embedder.embed_passages(texts)
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=True, cancel_futures=True)
+        self._embed.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    from .embed import _cores as cores
+
+    return cores()
 
 
 def _progress(items, enabled: bool, desc: str):
