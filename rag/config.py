@@ -167,6 +167,9 @@ class Settings:
     # input limits
     max_file_mb: float = setting(50.0, "RAG_MAX_FILE_MB", "largest source file, in MB", kind="float",
                                  group="limits", lo=0.0001, hi=10_000.0)
+    max_html_mb: float = setting(10.0, "RAG_MAX_HTML_MB", "largest HTML source file, in MB (parsing HTML needs "
+                                 "many times its size in memory; `RAG_MAX_FILE_MB` still applies)", kind="float",
+                                 group="limits", lo=0.0001, hi=10_000.0)
     max_unzipped_mb: float = setting(200.0, "RAG_MAX_UNZIPPED_MB", "largest expanded size of a DOCX (a zip), in MB",
                                      kind="float", group="limits", lo=0.001, hi=100_000.0)
     max_question_chars: int = setting(2000, "RAG_MAX_QUESTION_CHARS", "longest question, in characters", kind="int",
@@ -178,6 +181,11 @@ class Settings:
                                  group="ocr")
     ocr_dpi: int = setting(200, "RAG_OCR_DPI", "resolution pages are rendered at for OCR", kind="int", group="ocr",
                            lo=72, hi=1200)
+    ocr_max_pages: int = setting(500, "RAG_OCR_MAX_PAGES", "most scanned pages OCR'd per file; the pages after "
+                                 "them are skipped and reported", kind="int", group="ocr", lo=1, hi=1_000_000)
+    ocr_budget_s: float = setting(1800.0, "RAG_OCR_BUDGET_S", "total OCR time per ingest, in seconds; pages left "
+                                  "when it is spent are skipped and reported", kind="float", group="ocr", lo=1.0,
+                                  hi=1_000_000.0)
     ocr_workers: int = setting(0, "RAG_OCR_WORKERS", "Tesseract processes at once (0: one per core)", kind="int",
                                group="ocr", lo=0, hi=256)
     # generation

@@ -11,7 +11,6 @@ Out of scope: watching folders, deleting single chunks by hand.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,9 @@ import numpy as np
 
 from .config import Settings
 from .embed import Embedder, EmbedSpec
-from .errors import IndexError_, RagError, ReindexRequired
+from .errors import IndexError_, ReindexRequired
 from .index import INDEX_FORMAT, Index, index_lock, make_manifest, new_collection_name, write_index
+from .load.safe import file_sha256, printable, read_chunks, read_document, root_of, skip_reason  # noqa: F401
 from .types import Chunk
 
 
@@ -84,14 +84,6 @@ class IngestReport:
         }
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ingest(
     paths: Sequence[str | Path],
     settings: Settings,
@@ -117,7 +109,9 @@ def ingest(
     listing = iter_files(paths)  # raises InputError for a missing path or a folder with nothing to read
     report = IngestReport(index_dir=settings.chroma_url or str(directory))
     for path, reason in listing.skipped:
-        report.files.append(FileResult(source=str(path), status="skipped", reason=reason))
+        report.files.append(FileResult(source=printable(path), status="skipped", reason=reason))
+    for path, reason, code in listing.failed:
+        report.files.append(FileResult(source=printable(path), status="failed", reason=reason, code=code))
 
     spec = EmbedSpec.from_settings(settings)
     with index_lock(settings, directory):
@@ -135,10 +129,10 @@ def ingest(
         for path, source in listing.files:
             seen_sources.add(source)
             try:
-                sha = file_sha256(path)
-                sidecar, sidecar_sha = read_sidecar(path, _root_of(path, source))
-            except RagError as e:
-                report.files.append(_failed(files_meta, old_files, kept, source, e.code, str(e)))
+                sha = file_sha256(path, settings, source)
+                sidecar, sidecar_sha = read_sidecar(path, root_of(path, source))
+            except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
+                report.files.append(_failed(files_meta, old_files, kept, source, *reversed(skip_reason(e, source))))
                 continue
             prev = old_files.get(source)
             if prev and prev.get("sha256") == sha and prev.get("sidecar_sha256", "") == sidecar_sha \
@@ -160,7 +154,11 @@ def ingest(
             places = iter([i for i, f in enumerate(report.files) if f is None])
             bar = _progress(list(zip(to_read, futures)), progress, "reading")
             for (path, source, _, sidecar_sha), fut in bar:
-                got, place = fut.result(), next(places)
+                place = next(places)
+                try:
+                    got = fut.result()
+                except Exception as e:  # noqa: BLE001 - a reader that died (e.g. killed for memory)
+                    got = ("error", *reversed(skip_reason(e, source)))
                 if isinstance(got, tuple) and got[0] == "error":
                     report.files[place] = _failed(files_meta, old_files, kept, source, got[1], got[2])
                     continue
@@ -206,36 +204,6 @@ def ingest(
     if log:
         log(report.summary())
     return report
-
-
-def _root_of(path: Path, source: str) -> Path:
-    """The ingest root a file was found under (its source is relative to it); where corpus.yaml may sit."""
-    depth = len(Path(source).parts)
-    return path.parents[depth - 1] if 0 < depth <= len(path.parents) else path.parent
-
-
-def read_document(
-    path: Path, settings: Settings, *, source: str, index_dir: Path | None = None, progress: bool = False
-):
-    """Load one file and clean its pages (the same steps for every format, OCR'd pages included).
-
-    Scanned PDF pages are OCR'd unless ``settings.ocr`` is "never" (see ``rag.ocr``); with
-    ``index_dir``, OCR results are cached beside it (``rag.ocr.ocr_cache_dir``).
-    """
-    from functools import partial
-
-    from .load import load_file
-    from .normalise import clean_pages
-
-    ocr = None
-    if settings.ocr != "never" and Path(path).suffix.lower() == ".pdf":
-        from .ocr import ocr_cache_dir, ocr_pdf_pages
-
-        cache = ocr_cache_dir(index_dir) if index_dir is not None else None
-        ocr = partial(ocr_pdf_pages, settings=settings, cache_dir=cache, progress=progress)
-    doc = load_file(path, settings, source=source, ocr=ocr)
-    doc.pages = clean_pages(doc.pages)
-    return doc
 
 
 def _open_existing(settings: Settings, spec: EmbedSpec, directory: Path) -> Index | None:
@@ -291,32 +259,6 @@ def _failed(files_meta, old_files, kept, source, code, message) -> FileResult:
     if source in kept:
         files_meta[source] = old_files[source]
     return FileResult(source, "failed", reason=message + kept_note, code=code)
-
-
-def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None):
-    """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk), or ("error", code, message).
-
-    What a reader worker runs: everything per file that does not need the embedder. Errors a user can act
-    on come back as values (a process pool pickles them poorly); anything else is raised.
-    """
-    from .chunk import chunk_document
-    from .metadata import apply as apply_metadata
-    from .metadata import document_metadata
-    from .normalise import segment
-
-    try:
-        doc = read_document(path, settings, source=source, index_dir=index_dir)
-        meta = document_metadata(doc, sidecar)
-        chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
-        apply_metadata(chunks, meta)
-        if not chunks:
-            raise RagError(f"{source}: no text to index after cleaning (is it a cover page only?)",
-                           code="empty_document")
-    except RagError as e:
-        return ("error", e.code, str(e))
-    info = {"sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
-            "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr)}
-    return info, meta.to_dict(), chunks, [segment(c.full_text) for c in chunks]
 
 
 class _Stages:

@@ -9,17 +9,23 @@ from typing import Iterator
 
 from ..errors import InputError
 from .registry import SUPPORTED, SUPPORTED_LIST, unsupported_reason
+from .safe import printable
+
+BAD_NAME = "the file name is not valid UTF-8: rename the file (e.g. `convmv -f cp1258 -t utf8`) and ingest again"
 
 
 @dataclass
 class FileList:
     """Files to load, as (resolved path, source label), and what was left out, as (path, reason).
 
-    Iterating a ``FileList`` iterates ``files``.
+    ``failed`` holds files that should have been read but cannot be, as (path, reason, code): a
+    name that is not valid UTF-8 (it could not be stored or shown). Iterating a ``FileList``
+    iterates ``files``.
     """
 
     files: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[tuple[Path, str]]:
         return iter(self.files)
@@ -52,21 +58,33 @@ def iter_files(paths: list[str | Path]) -> FileList:
     for raw in paths:
         given = Path(raw).expanduser()
         if not given.exists():
-            raise InputError(f"no such file or folder: {raw}")
+            raise InputError(f"no such file or folder: {printable(raw)}")
         if given.is_dir():
-            found = _walk(given, out.skipped)
-            if not found:
-                raise InputError(f"{raw} contains no supported files ({SUPPORTED_LIST})")
+            found = _walk(given, out.skipped, out.failed)
+            if not found and not out.failed:
+                raise InputError(f"{printable(raw)} contains no supported files ({SUPPORTED_LIST})")
             for resolved, rel in found:
                 add(resolved, rel, str(given / rel))
         elif given.suffix.lower() in SUPPORTED:
-            add(given.resolve(), given.name, str(given))
+            if _bad_name(str(given)):
+                out.failed.append((given, BAD_NAME, "bad_file_name"))
+            else:
+                add(given.resolve(), given.name, str(given))
         else:
             out.skipped.append((given, unsupported_reason(given)))
     return out
 
 
-def _walk(root: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+def _bad_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name, kept by Python as lone surrogates
+        return True
+    return False
+
+
+def _walk(root: Path, skipped: list[tuple[Path, str]],
+          failed: list[tuple[Path, str, str]]) -> list[tuple[Path, str]]:
     """Supported files under ``root`` as (resolved path, label relative to root), sorted."""
     root_resolved = root.resolve()
     found: list[tuple[Path, str]] = []
@@ -104,6 +122,8 @@ def _walk(root: Path, skipped: list[tuple[Path, str]]) -> list[tuple[Path, str]]
                 skipped.append((path, "not a regular file"))
             elif name.startswith("~$"):
                 skipped.append((path, "temporary Office lock file"))
+            elif path.suffix.lower() in SUPPORTED and _bad_name(entry.path):
+                failed.append((path, BAD_NAME, "bad_file_name"))
             elif path.suffix.lower() in SUPPORTED:
                 found.append((path.resolve(), (rel / name).as_posix()))
             elif name.endswith(".meta.yaml") or name == "corpus.yaml":

@@ -46,18 +46,23 @@ def unsupported_reason(path: Path) -> str:
 
 
 def load_file(
-    path: str | Path, settings: Settings, *, source: str | None = None, ocr: OcrHook | None = None
+    path: str | Path, settings: Settings, *, source: str | None = None, ocr: OcrHook | None = None,
+    data: bytes | None = None,
 ) -> Document:
     """Load one file into a ``Document``; ``source`` (default: the path as given) names it in errors.
 
-    ``ocr`` (PDF only; ``rag.ingest.read_document`` passes ``rag.ocr.ocr_pdf_pages``) gets
+    ``ocr`` (PDF only; ``rag.load.safe.read_document`` passes ``rag.ocr.ocr_pdf_pages``) gets
     every page of a PDF and returns them with the scanned ones OCR'd; without it, pages
-    without a text layer are left out.
+    without a text layer are left out. ``data``: the file's bytes, when already read
+    (``rag.load.safe.read_regular``); otherwise they are read here the same way: regular
+    files only, at most the size cap.
 
-    Raises ``LoadError`` (too large, empty, unreadable, undecodable; OCR unavailable or
-    failing, from the hook), ``NeedsOCRError`` (a PDF with no text layer on any page and
-    no OCR; its ``pages`` lists them) or ``InputError`` (no such file).
+    Raises ``LoadError`` (too large, empty, not a regular file, unreadable, undecodable; OCR
+    unavailable or failing, from the hook), ``NeedsOCRError`` (a PDF with no text layer on any
+    page and no OCR; its ``pages`` lists them) or ``InputError`` (no such file).
     """
+    from .safe import read_regular, size_limit_mb, too_large
+
     p = Path(path)
     name = source if source is not None else str(path)
     ext = p.suffix.lower()
@@ -65,22 +70,16 @@ def load_file(
         raise LoadError(f"{name}: {unsupported_reason(p)}")
     if p.is_dir():
         raise InputError(f"{name} is a folder, not a file: use iter_files to expand it")
-    try:
-        size = p.stat().st_size
-    except FileNotFoundError as e:
-        raise InputError(f"no such file or folder: {path}") from e
-    limit = settings.max_file_mb * MB
-    if size > limit:
-        raise LoadError(
-            f"{name} is {size / MB:.3g} MB, over the {settings.max_file_mb:g} MB limit: "
-            "split the file or raise RAG_MAX_FILE_MB."
-        )
-    if size == 0:
+    if data is None:
+        if not p.exists():
+            raise InputError(f"no such file or folder: {path}")
+        data = read_regular(p, settings, name)
+    limit_mb = size_limit_mb(settings, ext)
+    if len(data) > limit_mb * MB:
+        setting = "RAG_MAX_HTML_MB" if limit_mb < settings.max_file_mb else "RAG_MAX_FILE_MB"
+        raise too_large(name, f"{len(data) / MB:.3g} MB", limit_mb, setting)
+    if not data:
         raise LoadError(f"{name} is empty")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise LoadError(f"cannot read {name}: {e.strerror or e}") from e
 
     fmt = LOADERS[ext]
     title, pages = fmt.read(data, name, settings, ocr)

@@ -1,0 +1,163 @@
+"""One file, safely: read its bytes (regular files only, size capped while reading) → clean pages → chunks.
+
+``read_chunks`` never raises for a bad file: whatever goes wrong (a parser's
+``RecursionError``, a file deleted after it was listed, a pipe or device put in
+its place, an undecodable file) comes back as a ``FileLoad`` with a ``reason``
+a person can act on. It is a top-level function of picklable arguments and
+result, so it can run in a process pool.
+
+Out of scope: the index (``rag.ingest`` decides what is kept, added or removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import LoadError, RagError
+from ..types import Document
+from .common import MB
+
+_READ_BLOCK = 1 << 20
+
+
+def printable(path: str | Path) -> str:
+    """A path as text that can always be printed and written as UTF-8 (undecodable bytes as ``\\xNN``)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def size_limit_mb(settings: Settings, ext: str) -> float:
+    """The size cap for a file of this extension (HTML has its own, tighter one: parsing it costs memory)."""
+    if ext.lower() in (".html", ".htm"):
+        return min(settings.max_file_mb, settings.max_html_mb)
+    return settings.max_file_mb
+
+
+def too_large(name: str, size: str, limit_mb: float, setting: str) -> LoadError:
+    return LoadError(f"{name} is {size}, over the {limit_mb:g} MB limit: split the file or raise {setting}.",
+                     code="file_too_large")
+
+
+def read_regular(path: str | Path, settings: Settings, name: str) -> bytes:
+    """The bytes of a regular file, refusing pipes, sockets and devices, reading at most the cap + 1 byte.
+
+    Opening with ``O_NONBLOCK`` means a FIFO with no writer cannot block the open; the type is
+    checked on the opened descriptor (after symlinks are resolved), so a file swapped for a
+    FIFO or a link to /dev/zero after listing is refused too.
+    """
+    ext = Path(path).suffix
+    limit_mb = size_limit_mb(settings, ext)
+    setting = "RAG_MAX_HTML_MB" if limit_mb < settings.max_file_mb else "RAG_MAX_FILE_MB"
+    limit = int(limit_mb * MB)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as e:
+        raise LoadError(f"{name} is gone: it was deleted or moved after it was listed.", code="file_gone") from e
+    except OSError as e:
+        raise LoadError(f"cannot read {name}: {e.strerror or e}", code="unreadable") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LoadError(f"{name} is not a regular file (a pipe, socket or device): only regular files are read.",
+                            code="not_regular_file")
+        if st.st_size > limit:
+            raise too_large(name, f"{st.st_size / MB:.3g} MB", limit_mb, setting)
+        parts: list[bytes] = []
+        total = 0
+        while True:  # the cap holds even when the file grows while it is read
+            block = os.read(fd, min(_READ_BLOCK, limit + 1 - total))
+            if not block:
+                break
+            parts.append(block)
+            total += len(block)
+            if total > limit:
+                raise too_large(name, "larger than that", limit_mb, setting)
+        return b"".join(parts)
+    except OSError as e:
+        raise LoadError(f"cannot read {name}: {e.strerror or e}", code="unreadable") from e
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | Path, settings: Settings, name: str) -> str:
+    """The sha256 of a regular file's bytes, with the checks and the cap of ``read_regular``."""
+    return hashlib.sha256(read_regular(path, settings, name)).hexdigest()
+
+
+def skip_reason(exc: BaseException, name: str) -> tuple[str, str]:
+    """(reason, code) for a file that could not be loaded; a ``RagError`` keeps its own message."""
+    if isinstance(exc, RagError):
+        return str(exc), exc.code
+    if isinstance(exc, RecursionError):
+        return f"{name} is nested too deeply to read: simplify it or save it as .txt.", "too_deep"
+    if isinstance(exc, MemoryError):
+        return f"{name} needs more memory to read than this machine has: split the file.", "file_too_large"
+    if isinstance(exc, FileNotFoundError):
+        return f"{name} is gone: it was deleted or moved after it was listed.", "file_gone"
+    if isinstance(exc, OSError):
+        return f"cannot read {name}: {exc.strerror or exc}", "unreadable"
+    if isinstance(exc, UnicodeError):
+        return f"{name} could not be decoded as text: save it as UTF-8.", "load_failed"
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{name} could not be read ({type(exc).__name__}{': ' + detail if detail else ''}).", "load_failed"
+
+
+def root_of(path: Path, source: str) -> Path:
+    """The ingest root a file was found under (its source is relative to it); where corpus.yaml may sit."""
+    depth = len(Path(source).parts)
+    return path.parents[depth - 1] if 0 < depth <= len(path.parents) else path.parent
+
+
+def read_document(path: Path, settings: Settings, *, source: str, index_dir: Path | None = None,
+                  progress: bool = False, data: bytes | None = None) -> Document:
+    """Load one file and clean its pages (the same steps for every format, OCR'd pages included).
+
+    Scanned PDF pages are OCR'd unless ``settings.ocr`` is "never" (see ``rag.ocr``); with
+    ``index_dir``, OCR results are cached beside it (``rag.ocr.ocr_cache_dir``).
+    """
+    from functools import partial
+
+    from ..normalise import clean_pages
+    from .registry import load_file
+
+    ocr = None
+    if settings.ocr != "never" and Path(path).suffix.lower() == ".pdf":
+        from ..ocr import ocr_cache_dir, ocr_pdf_pages
+
+        cache = ocr_cache_dir(index_dir) if index_dir is not None else None
+        ocr = partial(ocr_pdf_pages, settings=settings, cache_dir=cache, progress=progress)
+    doc = load_file(path, settings, source=source, ocr=ocr, data=data)
+    doc.pages = clean_pages(doc.pages)
+    return doc
+
+
+def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None):
+    """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk), or ("error", code, reason).
+
+    What a reader worker of ``rag.ingest`` runs: everything per file that does not need the embedder.
+    It never raises for a bad file: every failure (``skip_reason``) comes back as a value, which also
+    pickles cleanly out of a process pool.
+    """
+    from ..chunk import chunk_document
+    from ..metadata import apply as apply_metadata
+    from ..metadata import document_metadata
+    from ..normalise import segment
+
+    try:
+        doc = read_document(path, settings, source=source, index_dir=index_dir)
+        meta = document_metadata(doc, sidecar)
+        chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
+        apply_metadata(chunks, meta)
+        if not chunks:
+            raise LoadError(f"{source}: no text to index after cleaning (is it a cover page only?)",
+                            code="empty_document")
+        tokens = [segment(c.full_text) for c in chunks]
+    except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
+        reason, code = skip_reason(e, source)
+        return ("error", code, reason)
+    info = {"sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
+            "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr)}
+    return info, meta.to_dict(), chunks, tokens

@@ -1,0 +1,144 @@
+"""One bad file never ends an ingest: it is named with its reason, the rest is indexed, the exit code says so.
+
+Bad files: JSON nested past the parser's recursion limit, a name that is not valid UTF-8,
+a file deleted after listing, a FIFO, a socket, a link to /dev/zero, a file over the size
+cap (checked while reading, not only by stat). Nothing may hang or print a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.cli import EXIT_PARTIAL, main
+from rag.index import Index
+from rag.ingest import ingest
+from rag.load.safe import read_chunks, read_regular
+
+GOOD = "# Quy định học phí\n\nĐiều 1. Học phí\nHọc phí được đóng theo từng học kỳ trước ngày 15.\n"
+DEEP_JSON = b'{"title": "x", "pages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+BAD_NAME = os.fsdecode(b"quy-ch\xe9.md")  # Latin-1 bytes: not UTF-8
+
+
+def _bad_folder(root: Path) -> Path:
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text(GOOD, encoding="utf-8")
+    (docs / "deep.json").write_bytes(DEEP_JSON)
+    (docs / BAD_NAME).write_text(GOOD.replace("15", "20"), encoding="utf-8")
+    os.mkfifo(docs / "pipe.md")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    return docs
+
+
+def test_ingest_skips_each_bad_file_and_indexes_the_rest(tmp_path, embedder, settings_factory):
+    docs = _bad_folder(tmp_path)
+    s = settings_factory(tmp_path / "idx")
+    report = ingest([str(docs)], s, embedder=embedder, progress=False)
+    by = {f.source: f for f in report.files}
+    assert by["good.md"].status == "added"
+    assert by["deep.json"].status == "failed" and "nested too deeply" in by["deep.json"].reason
+    bad = next(f for f in report.files if "quy-ch" in f.source)
+    assert bad.status == "failed" and "not valid UTF-8" in bad.reason and "\\xe9" in bad.source
+    assert not report.ok
+    assert {c.source for c in Index.open(s).chunks} == {"good.md"}
+    summary = report.summary()
+    assert "deep.json" in summary and "not valid UTF-8" in summary
+    summary.encode("utf-8")  # printable as is
+    json.dumps(report.to_dict(), ensure_ascii=False).encode("utf-8")
+
+
+def test_file_deleted_after_listing_is_named(tmp_path, embedder, settings_factory, monkeypatch):
+    import rag.load
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text(GOOD, encoding="utf-8")
+    (docs / "gone.md").write_text(GOOD.replace("15", "25"), encoding="utf-8")
+    real = rag.load.iter_files
+
+    def list_then_delete(paths):
+        listing = real(paths)
+        (docs / "gone.md").unlink()
+        return listing
+
+    monkeypatch.setattr(rag.load, "iter_files", list_then_delete)
+    report = ingest([str(docs)], settings_factory(tmp_path / "idx"), embedder=embedder, progress=False)
+    by = {f.source: f for f in report.files}
+    assert by["good.md"].status == "added" and not report.ok
+    assert by["gone.md"].status == "failed" and by["gone.md"].code == "file_gone"
+    assert "deleted or moved" in by["gone.md"].reason
+    # deleted after it was hashed, before it was parsed: the reader names it too
+    status, _, reason = read_chunks(docs / "gone.md", "gone.md", None, settings_factory(tmp_path / "idx"), None)
+    assert status == "error" and "gone.md" in reason
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "dev_zero"])
+def test_only_regular_files_are_read(tmp_path, settings_factory, kind):
+    path = tmp_path / "x.txt"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+    else:
+        path.symlink_to("/dev/zero")
+    got = read_chunks(path, "x.txt", None, settings_factory(tmp_path / "idx"), None)  # returns at once: no hang
+    assert got[0] == "error" and got[1] in ("not_regular_file", "unreadable"), got
+
+
+def test_size_cap_holds_while_reading(tmp_path, settings_factory, monkeypatch):
+    """A file that grows after stat (here: stat lies) is still cut at cap + 1 byte."""
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"a" * 3 * 1024 * 1024)
+    s = settings_factory(tmp_path / "idx", max_file_mb=1.0)
+    real_fstat = os.fstat
+
+    class Small:
+        def __init__(self, st):
+            self.st_mode, self.st_size = st.st_mode, 10
+
+    monkeypatch.setattr(os, "fstat", lambda fd: Small(real_fstat(fd)))
+    reads: list[int] = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    with pytest.raises(Exception, match="over the 1 MB limit"):
+        read_regular(path, s, "big.txt")
+    assert sum(reads) <= 1024 * 1024 + 1
+
+
+def _cli_ingest(docs: Path, index: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(docs), "--index", str(index), "--quiet",
+                           *extra], env=env, capture_output=True, timeout=300)
+
+
+def test_cli_ingest_names_bad_files_without_traceback(tmp_path):
+    docs = _bad_folder(tmp_path)
+    proc = _cli_ingest(docs, tmp_path / "idx", "--json")
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == EXIT_PARTIAL, err
+    assert "Traceback" not in out + err
+    files = {f["source"]: f for f in json.loads(out)["files"]}
+    assert files["good.md"]["status"] == "added"
+    assert files["deep.json"]["status"] == "failed" and files["deep.json"]["code"] == "too_deep"
+    assert any(f["code"] == "bad_file_name" for f in files.values())
+
+    proc = _cli_ingest(docs, tmp_path / "idx")
+    out, err = proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8", "replace")
+    assert proc.returncode == EXIT_PARTIAL and "Traceback" not in out + err
+    assert "failed: deep.json: deep.json is nested too deeply" in out and "not valid UTF-8" in out
+
+
+def test_cli_ingest_of_a_bad_name_given_directly(tmp_path, capsys):
+    path = tmp_path / BAD_NAME
+    path.write_text(GOOD, encoding="utf-8")
+    code = main(["ingest", str(path), "--index", str(tmp_path / "idx"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_PARTIAL and "not valid UTF-8" in out and "Traceback" not in out + err
