@@ -35,6 +35,7 @@ class FileResult:
     reason: str = ""
     code: str = ""
     ocr_pages: int = 0  # pages read by OCR in this run
+    notes: list[str] = field(default_factory=list)  # what was left out of an indexed file (OCR limits)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class IngestReport:
         for f in self.files:
             if f.status in ("failed", "skipped"):
                 lines.append(f"  {f.status}: {f.source}: {f.reason}")
+            lines.extend(f"  partly read: {note}" for note in f.notes)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -148,9 +150,11 @@ def ingest(
         # and the index are the same as one file after the other.
         known = existing.by_id if existing else {}
         stages = _Stages(settings, embedder, read_workers, len(to_read), [p for p, *_ in to_read])
+        ocr_deadline = time.time() + settings.ocr_budget_s  # RAG_OCR_BUDGET_S: no OCR page starts after it
         fresh: dict[str, tuple[list[int], object, list[list[str]]]] = {}  # source -> rows, vectors future, tokens
         try:
-            futures = [stages.read(path, source, sidecar, settings, directory) for path, source, sidecar, _ in to_read]
+            futures = [stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
+                                   progress=progress) for path, source, sidecar, _ in to_read]
             places = iter([i for i, f in enumerate(report.files) if f is None])
             bar = _progress(list(zip(to_read, futures)), progress, "reading")
             for (path, source, _, sidecar_sha), fut in bar:
@@ -167,10 +171,11 @@ def ingest(
                 vectors = stages.embed([chunks[i].full_text for i in rows]) if rows else None
                 fresh[source] = (rows, vectors, tokens)
                 new_chunks[source] = chunks
+                notes = info.pop("notes", [])
                 files_meta[source] = {**info, "meta": meta, "sidecar_sha256": sidecar_sha}
                 status = "updated" if source in kept else "added"
                 report.files[place] = FileResult(source, status, info["pages"], len(chunks),
-                                                 ocr_pages=info["ocr_pages"])
+                                                 ocr_pages=info["ocr_pages"], notes=notes)
             fresh = {src: (rows, v.result() if v is not None else None, tok) for src, (rows, v, tok) in fresh.items()}
         finally:
             stages.close()
@@ -288,8 +293,8 @@ class _Stages:
         self._settings = settings
         self.embedder = embedder
 
-    def read(self, path, source, sidecar, settings, index_dir):
-        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir)
+    def read(self, path, source, sidecar, settings, index_dir, **options):
+        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir, **options)
 
     def embed(self, texts: list[str]):
         return self._embed.submit(self._embed_now, texts)

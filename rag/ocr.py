@@ -37,6 +37,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import unicodedata
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -233,8 +234,14 @@ def ocr_pdf_pages(
     progress: bool = False,
     lang: str = LANG,
     ocr_page: Callable[[Tesseract, bytes, int], str] | None = None,
+    deadline: float | None = None,
+    notes: list[str] | None = None,
 ) -> list[Page]:
     """``pages`` (every page of the PDF in ``data``, in order) with the pages that need OCR replaced by OCR text.
+
+    Limits: at most ``RAG_OCR_MAX_PAGES`` pages of the file are OCR'd, and no page is started after
+    ``deadline`` (a ``time.time()`` value: the ingest's ``RAG_OCR_BUDGET_S``). Pages left out for
+    either reason keep no text; a sentence saying which and why is appended to ``notes`` and logged.
 
     Raises ``LoadError`` (code ``ocr_unavailable``) when pages need OCR and Tesseract or its
     Vietnamese model is missing, and ``LoadError`` when Tesseract fails on a page.
@@ -259,6 +266,10 @@ def ocr_pdf_pages(
         todo = pages_to_ocr(pdf, pages, settings.ocr)
         if not todo:
             return pages
+        if len(todo) > settings.ocr_max_pages:
+            over, todo = todo[settings.ocr_max_pages:], todo[: settings.ocr_max_pages]
+            _note(notes, f"{name}: {len(over)} of {len(over) + len(todo)} scanned pages not OCR'd ({_span(over)}): "
+                  f"over the limit of {settings.ocr_max_pages} per file (RAG_OCR_MAX_PAGES)")
         what = f"{len(todo)} page{'s' if len(todo) != 1 else ''}"
         what += " (--ocr always)" if settings.ocr == "always" else " without a text layer"
         tess = find_tesseract(settings.tesseract_cmd, lang, name=f"{name}: OCR needed for {what}")
@@ -272,10 +283,26 @@ def ocr_pdf_pages(
         if missing:
             log.info("%s: OCR of %d page(s) at %d dpi (%d cached)", name, len(missing), settings.ocr_dpi, len(raw))
             raw.update(_ocr_pages(pdf, missing, tess, settings, name=name, cache=cache, progress=progress,
-                                  done=len(raw), total=len(todo), ocr_page=ocr_page or run_tesseract))
+                                  done=len(raw), total=len(todo), ocr_page=ocr_page or run_tesseract,
+                                  deadline=deadline))
+            late = [n for n in missing if n not in raw]
+            if late:
+                _note(notes, f"{name}: {len(late)} of {len(todo)} scanned pages not OCR'd ({_span(late)}): the OCR "
+                      f"time of this ingest ({settings.ocr_budget_s:g} s, RAG_OCR_BUDGET_S) was spent; ingest again "
+                      "to continue (OCR'd pages are cached)")
     finally:
         pdf.close()
     return [Page(pg.number, repair_ocr_text(raw[pg.number]), ocr=True) if pg.number in raw else pg for pg in pages]
+
+
+def _span(numbers: list[int]) -> str:
+    return f"page {numbers[0]}" if len(numbers) == 1 else f"pages {numbers[0]}–{numbers[-1]}"
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    log.warning("%s", text)
+    if notes is not None:
+        notes.append(text)
 
 
 def workers(settings: Settings) -> int:
@@ -312,8 +339,12 @@ def render_page(pdf, number: int, dpi: int) -> tuple[bytes, int]:
     return image, round(scale * 72)
 
 
-def _ocr_pages(pdf, numbers, tess, settings, *, name, cache, progress, done, total, ocr_page) -> dict[int, str]:
-    """Render in this thread, OCR in a pool; at most two images per worker are held in memory."""
+def _ocr_pages(pdf, numbers, tess, settings, *, name, cache, progress, done, total, ocr_page,
+               deadline=None) -> dict[int, str]:
+    """Render in this thread, OCR in a pool; at most two images per worker are held in memory.
+
+    No page is started after ``deadline`` (``time.time()``); the pages left have no entry in the result.
+    """
     from tqdm import tqdm
 
     n_workers = max(1, min(workers(settings), len(numbers)))
@@ -340,6 +371,8 @@ def _ocr_pages(pdf, numbers, tess, settings, *, name, cache, progress, done, tot
             while len(running) >= 2 * n_workers:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 collect(finished)
+            if deadline is not None and time.time() >= deadline:
+                break
             image, dpi = render_page(pdf, n, settings.ocr_dpi)
             running[pool.submit(ocr_page, tess, image, dpi)] = n
         while running:

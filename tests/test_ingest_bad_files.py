@@ -142,3 +142,27 @@ def test_cli_ingest_of_a_bad_name_given_directly(tmp_path, capsys):
     code = main(["ingest", str(path), "--index", str(tmp_path / "idx"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == EXIT_PARTIAL and "not valid UTF-8" in out and "Traceback" not in out + err
+
+
+def test_web_chat_upload_shows_the_reason_of_a_bad_file(demo_pipeline, tmp_path, settings_factory):
+    """The handler the upload button calls: each file's own sentence, not a bare "Error"."""
+    from _load_fixtures import make_pdf
+    from _ocr_fixtures import fake_tesseract
+
+    from rag.ui import ChatApp, LocalBackend
+
+    exe = fake_tesseract(tmp_path / "bin")
+    settings = settings_factory(demo_pipeline.settings.index_dir, tesseract_cmd=str(exe), ocr_max_pages=1,
+                                max_html_mb=0.001)
+    app = ChatApp(settings, LocalBackend(demo_pipeline), index=demo_pipeline.index, embedder=demo_pipeline.embedder,
+                  work_dir=tmp_path / "work")
+    (tmp_path / "deep.json").write_bytes(DEEP_JSON)
+    (tmp_path / "good.md").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "page.html").write_text("<p>" + "x" * 5000 + "</p>", encoding="utf-8")
+    scan = make_pdf(tmp_path / "scan.pdf", [None] * 4)
+    status, _ = list(app.upload([str(tmp_path / n) for n in ("deep.json", "good.md", "page.html")] + [str(scan)]))[-1]
+    assert "✗ (1/3) deep.json: deep.json is nested too deeply to read" in status
+    assert "✓ (2/3) good.md" in status
+    assert "✗ page.html: 0.0 MB, vượt giới hạn 0.001 MB" in status and "RAG_MAX_HTML_MB" in status
+    assert "⚠ (3/3) scan.pdf: chỉ đọc được một phần: scan.pdf: 3 of 4 scanned pages not OCR'd" in status
+    assert "Traceback" not in status

@@ -112,11 +112,13 @@ def root_of(path: Path, source: str) -> Path:
 
 
 def read_document(path: Path, settings: Settings, *, source: str, index_dir: Path | None = None,
-                  progress: bool = False, data: bytes | None = None) -> Document:
+                  progress: bool = False, data: bytes | None = None, ocr_deadline: float | None = None,
+                  notes: list[str] | None = None) -> Document:
     """Load one file and clean its pages (the same steps for every format, OCR'd pages included).
 
     Scanned PDF pages are OCR'd unless ``settings.ocr`` is "never" (see ``rag.ocr``); with
-    ``index_dir``, OCR results are cached beside it (``rag.ocr.ocr_cache_dir``).
+    ``index_dir``, OCR results are cached beside it (``rag.ocr.ocr_cache_dir``). Pages over the OCR
+    limits (``RAG_OCR_MAX_PAGES``, ``ocr_deadline``) are left out and described in ``notes``.
     """
     from functools import partial
 
@@ -128,26 +130,31 @@ def read_document(path: Path, settings: Settings, *, source: str, index_dir: Pat
         from ..ocr import ocr_cache_dir, ocr_pdf_pages
 
         cache = ocr_cache_dir(index_dir) if index_dir is not None else None
-        ocr = partial(ocr_pdf_pages, settings=settings, cache_dir=cache, progress=progress)
+        ocr = partial(ocr_pdf_pages, settings=settings, cache_dir=cache, progress=progress, deadline=ocr_deadline,
+                      notes=notes)
     doc = load_file(path, settings, source=source, ocr=ocr, data=data)
     doc.pages = clean_pages(doc.pages)
     return doc
 
 
-def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None):
+def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None, *,
+                ocr_deadline: float | None = None, progress: bool = False):
     """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk), or ("error", code, reason).
 
     What a reader worker of ``rag.ingest`` runs: everything per file that does not need the embedder.
     It never raises for a bad file: every failure (``skip_reason``) comes back as a value, which also
-    pickles cleanly out of a process pool.
+    pickles cleanly out of a process pool. ``info["notes"]`` lists what was left out of the file
+    (scanned pages over the OCR limits); ``progress`` shows OCR pages done/total on stderr.
     """
     from ..chunk import chunk_document
     from ..metadata import apply as apply_metadata
     from ..metadata import document_metadata
     from ..normalise import segment
 
+    notes: list[str] = []
     try:
-        doc = read_document(path, settings, source=source, index_dir=index_dir)
+        doc = read_document(path, settings, source=source, index_dir=index_dir, ocr_deadline=ocr_deadline,
+                            notes=notes, progress=progress)
         meta = document_metadata(doc, sidecar)
         chunks = chunk_document(doc, max_chars=settings.chunk_max_chars, title=meta.title)
         apply_metadata(chunks, meta)
@@ -157,7 +164,7 @@ def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir:
         tokens = [segment(c.full_text) for c in chunks]
     except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
         reason, code = skip_reason(e, source)
-        return ("error", code, reason)
+        return ("error", code, " ".join([reason, *(f"({n})" for n in notes)]))
     info = {"sha256": doc.sha256, "title": doc.title, "kind": doc.kind, "pages": len(doc.pages),
-            "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr)}
+            "chunks": len(chunks), "ocr_pages": sum(1 for p in doc.pages if p.ocr), "notes": notes}
     return info, meta.to_dict(), chunks, tokens

@@ -274,6 +274,7 @@ class ChatApp:
         """Ingest uploaded files into the working index, one at a time; yields (progress log, working index page)."""
         from ..ingest import ingest
         from ..load import SUPPORTED
+        from ..load.safe import size_limit_mb
 
         paths = [Path(getattr(f, "name", f)) for f in (files or [])]
         if not paths:
@@ -281,7 +282,6 @@ class ChatApp:
             return
         uploads, index_dir = self.work_dirs()
         uploads.mkdir(parents=True, exist_ok=True)
-        limit = self.settings.max_file_mb
         lines: list[str] = []
         accepted: list[Path] = []
         for p in paths:
@@ -290,8 +290,10 @@ class ChatApp:
                 lines.append(t.UPLOAD_BAD_TYPE.format(name=name, types=", ".join(sorted(SUPPORTED))))
                 continue
             size_mb = p.stat().st_size / (1024 * 1024) if p.exists() else 0.0
+            limit = size_limit_mb(self.settings, p.suffix)
             if size_mb > limit:
-                lines.append(t.UPLOAD_TOO_LARGE.format(name=name, size_mb=size_mb, limit=limit))
+                setting = "RAG_MAX_FILE_MB" if limit == self.settings.max_file_mb else "RAG_MAX_HTML_MB"
+                lines.append(t.UPLOAD_TOO_LARGE.format(name=name, size_mb=size_mb, limit=limit, setting=setting))
                 continue
             dest = uploads / name
             shutil.copyfile(p, dest)
@@ -304,8 +306,8 @@ class ChatApp:
             yield "\n".join(lines + [t.UPLOAD_READING.format(step)]), self.work_index_page()
             try:
                 report = ingest([dest], work_settings, directory=index_dir, embedder=self.embedder(), progress=False)
-            except RagError as err:
-                lines.append(t.UPLOAD_FAILED.format(step=step, reason=redact(str(err))))
+            except Exception as err:  # noqa: BLE001 - the reason is shown, never a bare "Error"
+                lines.append(t.UPLOAD_FAILED.format(step=step, reason=user_message(err)))
                 continue
             for f in report.files:
                 if f.status in ("failed", "skipped"):
@@ -313,6 +315,7 @@ class ChatApp:
                 else:
                     status = t.UPLOAD_STATUS.get(f.status, f.status)
                     lines.append(t.UPLOAD_DONE_FILE.format(step=step, status=status, pages=f.pages, chunks=f.chunks))
+                lines.extend(t.UPLOAD_PARTLY.format(step=step, note=redact(note)) for note in f.notes)
             with self._lock:  # the next question and the page see the new index
                 self._work_index = None
                 self._work_backend = None
