@@ -145,13 +145,28 @@ def ingest(
             to_read.append((path, source, sidecar, sidecar_sha))
             report.files.append(None)  # its place in the report, filled once it is read
 
-        # Overlap: files are read, OCR'd, chunked and word-segmented in a pool while one thread embeds the
-        # new chunks of each file as soon as it is read. Results are taken in listing order, so the report
+        # Overlap: files are read, OCR'd and chunked in a pool while one thread embeds the new chunks of
+        # the files read so far (word segmentation: see _Stages). Results are taken in listing order, so the report
         # and the index are the same as one file after the other.
         known = existing.by_id if existing else {}
         stages = _Stages(settings, embedder, read_workers, len(to_read), [p for p, *_ in to_read])
         ocr_deadline = time.time() + settings.ocr_budget_s  # RAG_OCR_BUDGET_S: no OCR page starts after it
-        fresh: dict[str, tuple[list[int], object, list[list[str]]]] = {}  # source -> rows, vectors future, tokens
+        fresh: dict[str, tuple[list[int], object, list[list[str]]]] = {}  # source -> rows, vectors, tokens
+        # new chunks not yet sent to the embedding thread: source, texts to embed, texts to segment (or None)
+        waiting: list[tuple[str, list[str], list[str] | None]] = []
+        jobs: list[tuple[object, list[tuple]]] = []  # future, (source, offset, count, token offset, count)
+
+        def send() -> None:
+            # Several files' chunks per call: the embedder sorts a call's texts by length, so a bigger
+            # call pads less; the last, partial batch of each small file would cost a full one.
+            texts, to_segment, parts = [], [], []
+            for source, ts, seg in waiting:
+                parts.append((source, len(texts), len(ts), len(to_segment), len(seg or ())))
+                texts += ts
+                to_segment += seg or []
+            jobs.append((stages.embed(texts, to_segment), parts))
+            waiting.clear()
+
         try:
             futures = [stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
                                    progress=progress) for path, source, sidecar, _ in to_read]
@@ -168,15 +183,26 @@ def ingest(
                     continue
                 info, meta, chunks, tokens = got
                 rows = [i for i, c in enumerate(chunks) if c.id not in known]
-                vectors = stages.embed([chunks[i].full_text for i in rows]) if rows else None
-                fresh[source] = (rows, vectors, tokens)
+                waiting.append((source, [chunks[i].full_text for i in rows],
+                                None if tokens is not None else [c.full_text for c in chunks]))
+                if sum(len(ts) for _, ts, _ in waiting) >= 8 * settings.embed_batch_size:
+                    send()
+                fresh[source] = (rows, None, tokens)
                 new_chunks[source] = chunks
                 notes = info.pop("notes", [])
                 files_meta[source] = {**info, "meta": meta, "sidecar_sha256": sidecar_sha}
                 status = "updated" if source in kept else "added"
                 report.files[place] = FileResult(source, status, info["pages"], len(chunks),
                                                  ocr_pages=info["ocr_pages"], notes=notes)
-            fresh = {src: (rows, v.result() if v is not None else None, tok) for src, (rows, v, tok) in fresh.items()}
+            if waiting:
+                send()
+            for job, parts in jobs:
+                vectors, segmented = job.result()
+                for source, start, count, tstart, tcount in parts:
+                    rows, _, tokens = fresh[source]
+                    if tokens is None:
+                        tokens = segmented[tstart:tstart + tcount]
+                    fresh[source] = (rows, vectors[start:start + count] if count else None, tokens)
         finally:
             stages.close()
         embedder = stages.embedder
@@ -292,17 +318,26 @@ class _Stages:
         self._embed = ThreadPoolExecutor(1, thread_name_prefix="ingest-embed")
         self._settings = settings
         self.embedder = embedder
+        # Word segmentation (pyvi, CPU-bound) runs in the readers only where a core is left over by the
+        # embedder; otherwise it would slow every multi-threaded embedding step it shares a core with, so
+        # the embedding thread segments each batch after embedding it.
+        self.readers_segment = read_workers > 0 and (settings.embed_ingest_threads or _cores()) < _cores()
 
     def read(self, path, source, sidecar, settings, index_dir, **options):
-        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir, **options)
+        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir,
+                                    with_tokens=self.readers_segment, **options)
 
-    def embed(self, texts: list[str]):
-        return self._embed.submit(self._embed_now, texts)
+    def embed(self, texts: list[str], segment: list[str] | None = None):
+        """Vectors of ``texts``, and the BM25 tokens of ``segment`` (None: no tokens), in the embedding thread."""
+        return self._embed.submit(self._embed_now, texts, segment)
 
-    def _embed_now(self, texts: list[str]) -> np.ndarray:
-        if self.embedder is None:
+    def _embed_now(self, texts: list[str], segment_texts: list[str] | None):
+        from .normalise import segment
+
+        if self.embedder is None and texts:
             self.embedder = Embedder.load(self._settings)
-        return self.embedder.embed_passages(texts)
+        vectors = self.embedder.embed_passages(texts) if texts else None
+        return vectors, [segment(t) for t in segment_texts] if segment_texts is not None else None
 
     def close(self) -> None:
         self._readers.shutdown(wait=True, cancel_futures=True)

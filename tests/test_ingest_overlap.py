@@ -32,9 +32,12 @@ def _open(settings, directory):
     return Index.open(settings, EmbedSpec.from_settings(settings), directory=directory)
 
 
-@pytest.mark.parametrize("workers", [0, 2], ids=["reader-thread", "reader-processes"])
-def test_overlapped_ingest_equals_sequential(tmp_path, embedder, settings_factory, workers):
-    settings = settings_factory(tmp_path / "index")
+@pytest.mark.parametrize("workers,threads", [(0, 0), (2, 0), (2, 1)],
+                         ids=["reader-thread", "reader-processes", "readers-segment"])
+def test_overlapped_ingest_equals_sequential(tmp_path, embedder, settings_factory, workers, threads):
+    # a small batch size: several embedding calls, each spanning files, while files are still being read;
+    # embedding on fewer threads than cores leaves a core to readers, which then segment for BM25 themselves
+    settings = settings_factory(tmp_path / "index", embed_batch_size=4, embed_ingest_threads=threads)
     report = ingest(demo_paths(), settings, embedder=embedder, progress=False, read_workers=workers)
     assert report.ok and report.embedded == report.chunk_count
     assert [f.source for f in report.files] == sorted(p.name for p in demo_paths())

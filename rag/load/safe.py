@@ -138,8 +138,9 @@ def read_document(path: Path, settings: Settings, *, source: str, index_dir: Pat
 
 
 def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir: Path | None, *,
-                ocr_deadline: float | None = None, progress: bool = False):
-    """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk), or ("error", code, reason).
+                ocr_deadline: float | None = None, progress: bool = False, with_tokens: bool = True):
+    """One file → (file info, metadata dict, chunks, BM25 tokens of each chunk, None unless ``with_tokens``),
+    or ("error", code, reason).
 
     What a reader worker of ``rag.ingest`` runs: everything per file that does not need the embedder.
     It never raises for a bad file: every failure (``skip_reason``) comes back as a value, which also
@@ -161,7 +162,7 @@ def read_chunks(path: Path, source: str, sidecar, settings: Settings, index_dir:
         if not chunks:
             raise LoadError(f"{source}: no text to index after cleaning (is it a cover page only?)",
                             code="empty_document")
-        tokens = [segment(c.full_text) for c in chunks]
+        tokens = [segment(c.full_text) for c in chunks] if with_tokens else None
     except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
         reason, code = skip_reason(e, source)
         return ("error", code, " ".join([reason, *(f"({n})" for n in notes)]))
