@@ -19,6 +19,8 @@ a wrapper's output.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 
 
@@ -106,13 +108,24 @@ _FATAL_DEVICE = re.compile(
     re.IGNORECASE,
 )
 _OOM = re.compile(r"out of memory|CUBLAS_STATUS_ALLOC_FAILED", re.IGNORECASE)
-# Absolute POSIX paths under a directory that file systems use, so "1/0", "true/false", URLs and API
-# routes ("/v1/chat/completions") are left alone; a "/" after a letter, digit, ":" or "/" is no path start.
+# Absolute POSIX paths under a directory that file systems use, or under any directory at this machine's
+# root (a checkout in /check, /build, ...), so "1/0", "true/false", URLs and API routes
+# ("/v1/chat/completions") are left alone; a "/" after a letter, digit, ":" or "/" is no path start.
 _ROOTS = (
     "home|root|work|workspace|tmp|var|opt|usr|etc|mnt|srv|media|data|models|app|src|runpod-volume|proc|sys|dev"
     "|lib|lib64|bin|sbin|snap|nix|private|Users|Volumes|content|kaggle|cache"
 )
-_ABS_PATH = re.compile(r"(?<![\w.:/~\\-])/(?:" + _ROOTS + r")(?:/[\w.@+-]*)+")
+
+
+@functools.lru_cache(maxsize=1)
+def _abs_path() -> re.Pattern:
+    roots = set(_ROOTS.split("|"))
+    try:
+        roots.update(name for name in os.listdir("/") if re.fullmatch(r"[\w.@+-]+", name))
+    except OSError:  # pragma: no cover - no readable root: the usual directories still count
+        pass
+    alternatives = "|".join(re.escape(name) for name in sorted(roots, key=len, reverse=True))
+    return re.compile(r"(?<![\w.:/~\\-])/(?:" + alternatives + r")(?:/[\w.@+-]*)+")
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _TRACEBACK = "Traceback (most recent call last)"
 MAX_MESSAGE = 1000
@@ -149,7 +162,7 @@ def redact(text: str, *, client: bool = True, limit: int = MAX_MESSAGE) -> str:
         text = text[:cut].rstrip() or "(details in the worker log)"
     text = _URL.sub(lambda m: _url_without_secrets(m.group(0)), text)
     if client:
-        text = _ABS_PATH.sub("<path>", re.sub(r"\bfile://(?=/)", "", text))
+        text = _abs_path().sub("<path>", re.sub(r"\bfile://(?=/)", "", text))
         host = _host_name()
         if len(host) >= 3:
             text = text.replace(host, "<host>")

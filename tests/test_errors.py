@@ -43,6 +43,20 @@ def test_server_paths_are_hidden_from_clients_only():
     assert redact(text, client=False) == text
 
 
+def test_paths_under_any_directory_at_this_machines_root_are_hidden(monkeypatch):
+    # A checkout in /check or /build is as much a server path as one in /home; routes are no paths.
+    import rag.errors as errors
+
+    monkeypatch.setattr(errors.os, "listdir", lambda path: ["check", "build", "v2x"])
+    errors._abs_path.cache_clear()
+    try:
+        text = "missing '/check/work/main/index/bm25/scores.npy' in /build/x, route /v1/chat/completions"
+        assert redact(text) == "missing '<path>' in <path>, route /v1/chat/completions"
+        assert redact(text, client=False) == text
+    finally:
+        errors._abs_path.cache_clear()
+
+
 def test_the_host_name_is_hidden_from_clients_only(monkeypatch):
     host = "gpu-worker-7f3a"
     monkeypatch.setattr(socket, "gethostname", lambda: host)  # what the machine is called: read at call time
