@@ -177,8 +177,9 @@ class WeightsCache:
         with self._budget:
             if self._reserved + n > self.max_bytes:
                 if n > self.max_bytes:
-                    raise error(f"{what}: {shown} needs {_human(n)}, above the weights cache limit of "
-                                f"{_human(self.max_bytes)} (RAG_WEIGHTS_CACHE_GB).", code="weights_too_large")
+                    raise error(f"{what}: {shown} needs {_human(n)} (the tarball and its unpacked files), above the "
+                                f"weights cache limit of {_human(self.max_bytes)} (RAG_WEIGHTS_CACHE_GB).",
+                                code="weights_too_large")
                 raise error(f"{what}: the weights cache ({_human(self.max_bytes)}, RAG_WEIGHTS_CACHE_GB) is taken by "
                             "other downloads under way; try again in a while.", code="weights_busy")
             self._evict(self.max_bytes - self._reserved - n)
@@ -204,8 +205,11 @@ class WeightsCache:
 
         try:
             try:
+                # Room for the tarball and as much again for its unpacked files, taken as soon as the size is
+                # known: two downloads that each got room for their tarball alone could then wait on each other
+                # for the room to unpack, and both fail.
                 _download(url, part, self.max_bytes, what, error, token, deadline_s=self.deadline_s,
-                          allow_private=self.allow_private or not client, reserve=reserve)
+                          allow_private=self.allow_private or not client, reserve=lambda n: reserve(2 * n))
             except _FetchFailed as e:
                 raise _unreachable(e, url, what, error, client, self.deadline_s) from None
             size = part.stat().st_size
