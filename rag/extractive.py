@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from .normalise import SENTENCE_END
+from .render import structure_path
 from .retrieve import Retrieval
 from .texts import ANSWER_LEAD
 from .types import Answer, Citation, Hit
@@ -43,7 +45,6 @@ MAX_PASSAGES = 2
 
 _CLAUSE = re.compile(r"^(\d{1,2})[.)]\s+\S")
 _POINT = re.compile(r"^([a-zđ])[).]\s+\S")
-_SENTENCE = re.compile(r"(?<=[.;!?…])\s+(?=\S)")
 # The question asks for a quantity: a unit stating a number answers it.
 _ASKS_NUMBER = re.compile(r"bao nhiêu|mấy|tối đa|tối thiểu|bao lâu|ít nhất|nhiều nhất|thời hạn|mức|"
                           r"tỷ lệ|tỉ lệ|phần trăm|điểm|số tín chỉ", re.I)
@@ -76,14 +77,6 @@ class Quote:
         return {"path": self.path, "text": self.text, "chunk_id": self.chunk_id, "citation": self.citation.to_dict()}
 
 
-def sentences_of(text: str) -> list[str]:
-    """A passage's lines cut at sentence ends: the windows a question's words should fall in together."""
-    out = []
-    for line in text.split("\n"):
-        out += [s for s in _SENTENCE.split(line) if s.strip()]
-    return out
-
-
 def _first_clause(clause: str | None) -> int:
     m = re.match(r"\d+", clause or "")
     return int(m.group()) if m else 1
@@ -107,7 +100,7 @@ def units(text: str, first_clause: int = 1) -> list[Unit]:
     if cur:
         out.append(_clause_unit(cur, cur_clause))
     if len(out) == 1 and out[0].clause is None and not out[0].points:
-        sentences = [s for s in _SENTENCE.split(out[0].text) if s.strip()]
+        sentences = [s for s in SENTENCE_END.split(out[0].text) if s.strip()]
         if len(sentences) > 1 and len(out[0].text) > QUOTE_CHARS:
             out = [Unit(text=s.strip()) for s in sentences]
     for i, u in enumerate(out):
@@ -205,26 +198,6 @@ def _clip(text: str, limit: int = MAX_QUOTE_CHARS) -> str:
     cut = text[:limit]
     m = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind(";\n"), cut.rfind("\n"))
     return (cut[: m + 1] if m > limit // 2 else cut.rsplit(" ", 1)[0]).rstrip() + " …"
-
-
-def structure_path(citation: Citation, article_heading: str | None = None) -> str:
-    """"Quy chế đào tạo 2025 › Điều 10. Cảnh báo học tập › Khoản 2 › Điểm a"."""
-    parts = [citation.title or citation.document]
-    if citation.article:
-        parts.append(article_heading or (f"Điều {citation.article}. {citation.article_title}"
-                                         if citation.article_title else f"Điều {citation.article}"))
-    elif citation.appendix:
-        parts.append(f"{citation.appendix}. {citation.appendix_title}" if citation.appendix_title
-                     else citation.appendix)
-    elif citation.section:
-        parts.append(citation.section)
-        if citation.part:
-            parts.append(citation.part)
-    if citation.clause:
-        parts.append(f"Khoản {citation.clause}")
-    if citation.point:
-        parts.append(f"Điểm {citation.point}")
-    return " › ".join(parts)
 
 
 def quote_hit(hit: Hit, retrieval: Retrieval) -> Quote:

@@ -365,3 +365,14 @@ def _pieces(text: str, size: int) -> list[str]:
 def syllables(text: str) -> list[str]:
     """Cheap fallback tokens: lowercased syllables and numbers, split at punctuation."""
     return _WORD.findall(normalise_text(text).lower())
+
+
+SENTENCE_END = re.compile(r"(?<=[.;!?…])\s+(?=\S)")  # the space after a sentence's (or list item's) end
+
+
+def sentences(text: str) -> list[str]:
+    """Text cut at line breaks and sentence ends: the windows a question's words should fall in together."""
+    out = []
+    for line in text.split("\n"):
+        out += [s for s in SENTENCE_END.split(line) if s.strip()]
+    return out

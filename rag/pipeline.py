@@ -197,7 +197,7 @@ class Pipeline:
         """The whole Điều (or appendix, or section) a passage belongs to: its heading path and its text,
         every piece of a long Điều joined in order — what `rag ask --full` and the web chat's
         "toàn văn" block show."""
-        from .extractive import structure_path
+        from .render import structure_path
 
         i = self.index.by_id[chunk_id]
         c = self.index.chunks[i]

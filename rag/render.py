@@ -15,6 +15,8 @@
 - ``terminal_sources``: what ``rag ask`` and ``rag chat`` print after the answer.
 - ``sources_panel``: the web chat's sources panel as plain data (``rag.ui.panels``
   escapes it into HTML).
+- ``heading`` / ``structure_path``: the unit a passage sits in ("Điều 10. Cảnh báo học tập") and the
+  path an extractive quote is shown under ("Quy chế đào tạo 2025 › Điều 10. … › Khoản 2").
 
 The sentences come from ``rag.texts``. Out of scope: HTML (``rag.ui.panels``).
 """
@@ -25,6 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .chunk import SEP
 from .texts import (FOOTER_MODE, FOOTER_MODES, FOOTER_TIMINGS, FOOTER_TOKENS, SOURCES_HEADING, UNSUPPORTED_NOTE,
                     is_refusal)
 from .types import Answer, Citation, Hit
@@ -58,6 +61,28 @@ def citation_label(c: Citation) -> str:
     if page:
         parts.append(f"trang {page}")
     return ", ".join(parts)
+
+
+def heading(c: Citation) -> str | None:
+    """The unit a passage sits in, as its heading reads: "Điều 10. Cảnh báo học tập", "Phụ lục 2. …",
+    "Mục 2 › Phần A" (a document without Điều); None for loose text."""
+    if c.article:
+        return f"Điều {c.article}. {c.article_title}" if c.article_title else f"Điều {c.article}"
+    if c.appendix:
+        return f"{c.appendix}. {c.appendix_title}" if c.appendix_title else c.appendix
+    if c.section:
+        return f"{c.section}{SEP}{c.part}" if c.part else c.section
+    return None
+
+
+def structure_path(c: Citation) -> str:
+    """Where a quote sits: "Quy chế đào tạo 2025 › Điều 10. Cảnh báo học tập › Khoản 2 › Điểm a"."""
+    parts = [c.title or c.document, heading(c)]
+    if c.clause:
+        parts.append(f"Khoản {c.clause}")
+    if c.point:
+        parts.append(f"Điểm {c.point}")
+    return SEP.join(p for p in parts if p)
 
 
 # ``citation_label`` read backwards; a label it does not produce is not parsed (see citation_from_label).

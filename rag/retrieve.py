@@ -25,6 +25,7 @@ import numpy as np
 from .config import Settings
 from .embed import Embedder
 from .index import Index
+from .render import heading
 from .texts import REFUSAL
 from .texts import REFUSAL_REASONS as REASONS
 from .texts import REFUSAL_SUGGEST as SUGGEST
@@ -291,11 +292,10 @@ class Retriever:
         best_pairs = set(zip(best_seq, best_seq[1:]))
         ucov = 0.0
         if hits and total:
-            from .extractive import sentences_of
-            from .normalise import syllables
+            from .normalise import sentences, syllables
 
             for h in hits[:3]:
-                for unit in sentences_of(h.chunk.text):
+                for unit in sentences(h.chunk.text):
                     sy = " " + " ".join(syllables(unit)) + " "
                     ucov = max(ucov, sum(w for t, w in terms.items() if f" {t.replace('_', ' ')} " in sy) / total)
         return {
@@ -335,8 +335,7 @@ class Retriever:
         out: list[str] = []
         for h in hits:
             c = h.chunk
-            head = (f"Điều {c.article}. {c.article_title}" if c.article and c.article_title else
-                    f"Điều {c.article}" if c.article else c.section or c.appendix or None)
+            head = heading(c.citation())
             if head:
                 label = f"{head} — {c.title or c.document}"
                 if label not in out:
