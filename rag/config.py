@@ -119,6 +119,10 @@ class Settings:
     embed_query_threads: int = setting(
         1, "RAG_EMBED_QUERY_THREADS", "CPU threads for embedding one question (one thread holds its latency when "
         "other requests or processes share the cores; 0: one per core)", kind="int", group="index", lo=0, hi=256)
+    embed_batch_wait_ms: float = setting(
+        20.0, "RAG_EMBED_BATCH_WAIT_MS", "how long a question may wait for the questions of concurrent requests, "
+        "to be embedded with them in one call; it waits only while another call is running, so a lone request "
+        "waits nothing (0: every question on its own)", kind="float", group="index", lo=0.0, hi=1000.0)
     embed_ingest_threads: int = setting(
         0, "RAG_EMBED_INGEST_THREADS", "CPU threads for embedding passages in batches at ingest (0: one per core)",
         kind="int", group="index", lo=0, hi=256)

@@ -220,6 +220,13 @@ class Embedder:
             vec = self.model.encode(texts, convert_to_numpy=True)
         return _normalised(vec)[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Several questions in one forward pass (concurrent requests, gathered by rag.batching)."""
+        texts = self._prepare(texts, self.spec.query_prefix)
+        with _THREADS.use(self.query_threads):
+            vecs = self.model.encode(texts, batch_size=max(1, len(texts)), convert_to_numpy=True)
+        return _normalised(vecs)
+
 
 def _no_cuda() -> bool:
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .batching import query_embedder
 from .config import Settings
 from .embed import Embedder
 from .index import Index
@@ -76,6 +77,7 @@ class Retriever:
         self.embedder = embedder
         self.settings = settings
         self.reranker = reranker
+        self.embed_query = query_embedder(embedder, settings)  # concurrent questions in one call (rag.batching)
         self._syllables: set[str] | None = None
         self._titles: dict[int, set[str]] | None = None
         self._scope = None
@@ -115,7 +117,7 @@ class Retriever:
         if not q_tokens:  # only punctuation or symbols: nothing to search (BM25 cannot score an empty query)
             return Retrieval(q, [], 0.0, True, {"retrieve_ms": (time.perf_counter() - t0) * 1000}, query=text,
                              reason="no_words", why=REASONS["no_words"])
-        q_vec = self.embedder.embed_query(text)
+        q_vec = self.embed_query(text)
         t_embed = time.perf_counter()
         dense = self.index.dense_scores(q_vec)
         lexical = self.index.lexical_scores(q_tokens)
