@@ -167,6 +167,7 @@ class Ctx:
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rag-bench-")))
     notes: list[str] = field(default_factory=list)
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    sections: dict[str, str] = field(default_factory=dict)  # benchmark → Markdown detail for RESULTS.md
     _settings: object = None
     _embedder: object = None
     _alqac: dict | None = None
