@@ -134,8 +134,9 @@ class Settings:
     reranker: str | None = setting(None, "RAG_RERANKER", "a sentence-transformers CrossEncoder name or path "
                                    "(unset: no reranking)", kind="str", group="index", allowed="model name or path")
     min_relevance: float = setting(
-        0.28, "RAG_MIN_RELEVANCE", "answerability gate: the weighted share of the question's content words found "
-        "together in one sentence of the best passages, plus 0.3 × its word pairs found side by side; below it the "
+        0.30, "RAG_MIN_RELEVANCE", "answerability gate: the weighted share of the question's content words found "
+        "together in one sentence of the best passages, plus 0.5 × its word pairs found side by side, minus 0.2 × "
+        "the share of its words the index never uses; below it the "
         "answer is a refusal and no LLM is called (chosen on the dev halves of the demo and HUST sets, "
         "[evaluation.md](evaluation.md#held-out-figures-on-three-corpora))", kind="float", group="index", lo=0.0,
         hi=1.0)

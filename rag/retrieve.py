@@ -4,11 +4,13 @@ an optional cross-encoder, a relevance gate.
 The gate decides "không tìm thấy" before any LLM is called. Its score, in [0, 1]:
 
 - with a reranker: the sigmoid of the best cross-encoder score;
-- without: 0.7 × lexical coverage + 0.3 × dense cosine of the best of the first
-  three hits, where lexical coverage is the IDF-weighted share of the question's
-  content words (word-segmented, question words such as "bao nhiêu", "em",
-  "được không" removed) that occur in the passage. A word the corpus has never
-  seen weighs the most, so "thủ tục làm hộ chiếu" finds nothing to cover it.
+- without: how much of the question one passage states (``Retriever.relevance``):
+  the IDF-weighted share of the question's content words (word-segmented; question
+  words such as "bao nhiêu", "em", "được không", "làm thế nào" and cohorts such as
+  "K68" removed) found together in one sentence of the first three passages, plus
+  a bonus for its word pairs found side by side, minus a penalty for the share of
+  words the index never uses. Weights are relative to *this* index (a word it lacks
+  weighs most), so "thủ tục làm hộ chiếu" finds nothing to cover it.
 
 Fused scores are relative to the query (RRF's are rank-based), so they are not
 used for the gate.
@@ -17,6 +19,7 @@ used for the gate.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -33,13 +36,41 @@ from .texts import REFUSAL_SUGGEST as SUGGEST
 from .types import Hit
 
 RRF_K = 60
+# The relevance's weights, chosen with RAG_MIN_RELEVANCE on the dev halves of the demo and HUST sets
+# (docs/evaluation.md): the word-pair bonus and the penalty for words the index never uses.
+PAIRS = 0.5
+UNKNOWN = 0.2
 # Words that carry the question's form, not its topic (word-segmented forms, lower case).
 QUESTION_WORDS = frozenset("""
 em anh chị mình tôi tớ bạn cho hỏi xin ạ à ạ_ơi vậy thế nhỉ nhé không có được là thì mà bị và hay hoặc
 của các những một này đó kia gì nào sao bao_nhiêu bao_lâu bao_giờ khi_nào ở_đâu đâu như_thế_nào thế_nào
 làm_sao tại_sao vì_sao có_phải phải muốn cần nếu thì sẽ đã đang rồi nữa luôn với cho_em cho_mình
-trường quy_định quy_chế theo về trong ra vào lên để thế_nào_là ai
+trường quy_định quy_chế theo về trong ra vào lên để thế_nào_là ai mấy như những_ai khi
 """.split())
+# Question syllables the segmenter glues onto a content word ("học_phần_nào", "cổng_vậy"): cut off at its edges.
+_EDGE_SYLLABLES = frozenset("nào gì vậy ai mấy sao không nhỉ ạ nhé thế à".split())
+# A cohort ("K68") qualifies who asks, as a year does (rag.scope), and names no topic.
+_HOW = frozenset(("thế_nào", "sao", "cách_nào", "như_thế_nào"))
+_COHORT = re.compile(r"^k\d{2}$")
+
+
+def content_words(tokens: list[str]) -> list[str]:
+    """The question's content words, in order: question words dropped, question syllables cut off a word's edges
+    ("học_phần_nào" → "học_phần"), cohorts ("k68") dropped."""
+    out = []
+    for i, t in enumerate(tokens):
+        if t == "làm" and i + 1 < len(tokens) and tokens[i + 1] in _HOW:  # "làm thế nào", "làm sao"
+            continue
+        parts = t.split("_")
+        while len(parts) > 1 and parts[-1] in _EDGE_SYLLABLES:
+            parts.pop()
+        while len(parts) > 1 and parts[0] in _EDGE_SYLLABLES:
+            parts.pop(0)
+        t = "_".join(parts)
+        if t not in QUESTION_WORDS and t not in _EDGE_SYLLABLES and not _COHORT.match(t) \
+                and any(ch.isalnum() for ch in t):
+            out.append(t)
+    return out
 
 
 @dataclass
@@ -275,8 +306,7 @@ class Retriever:
         """The query's content words, each weighted by its rarity in the index (a word it lacks weighs most)."""
         df = self.index.document_frequency
         n = len(self.index)
-        return {t: math.log((n + 1) / (df.get(t, 0) + 0.5)) for t in dict.fromkeys(q_tokens)
-                if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t)}
+        return {t: math.log((n + 1) / (df.get(t, 0) + 0.5)) for t in dict.fromkeys(content_words(q_tokens))}
 
     def features(self, q_tokens, terms, hits, dense, lexical) -> dict[str, float]:
         total = sum(terms.values())
@@ -288,7 +318,7 @@ class Retriever:
         best_doc = set(self.index.tokens[self.index.by_id[hits[0].chunk.id]]) if hits else set()
         syl = {x for t in best_doc for x in t.split("_")}
         missing = [w for t, w in terms.items() if t not in best_doc and not all(x in syl for x in t.split("_"))]
-        content = [t for t in q_tokens if t in terms]
+        content = [t for t in content_words(q_tokens) if t in terms]
         pairs = list(zip(content, content[1:]))
         best_seq = self.index.tokens[self.index.by_id[hits[0].chunk.id]] if hits else []
         best_pairs = set(zip(best_seq, best_seq[1:]))
@@ -322,15 +352,17 @@ class Retriever:
 
         Without a reranker: the weighted share of the question's content words found together in one
         sentence of the first three passages (``ucov``; rare words weigh more, a word the index lacks
-        weighs most), plus 0.3 × the share of its adjacent word pairs found adjacent in the best passage
-        (``pairs``: "giờ mở cửa" is more than "giờ", "mở", "cửa" scattered). With a reranker: the sigmoid
+        weighs most), plus ``PAIRS`` × the share of its adjacent word pairs found adjacent in the best passage
+        (``pairs``: "giờ mở cửa" is more than "giờ", "mở", "cửa" scattered), minus ``UNKNOWN`` × the weighted
+        share of its words the index never uses ("cà phê", "Windows", "ChatGPT"). With a reranker: the sigmoid
         of its best score.
         """
         if not hits:
             return 0.0
         if self.reranker is not None:
             return max(h.rerank or 0.0 for h in hits)
-        return min(1.0, features.get("ucov", 0.0) + 0.3 * features.get("pairs", 0.0))
+        return max(0.0, min(1.0, features.get("ucov", 0.0) + PAIRS * features.get("pairs", 0.0))
+                   - UNKNOWN * features.get("unknown", 0.0))
 
     def suggest(self, hits: list[Hit], n: int = 3) -> list[str]:
         """The headings nearest the question ("Điều 9. Học phí — Quy chế đào tạo 2025"): what the corpus does cover."""
@@ -358,11 +390,10 @@ class Retriever:
         """Content words of the question that no indexed passage contains."""
         from .normalise import normalise_text, segment
 
-        return [t for t in segment(normalise_text(question))
-                if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t) and not self._known(t)]
+        return [t for t in content_words(segment(normalise_text(question))) if not self._known(t)]
 
     def coverage(self, q_tokens: list[str], doc_tokens: list[str]) -> float:
-        content = {t for t in q_tokens if t not in QUESTION_WORDS and any(ch.isalnum() for ch in t)}
+        content = set(content_words(q_tokens))
         if not content:
             return 0.0
         df = self.index.document_frequency
