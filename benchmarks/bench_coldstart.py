@@ -8,7 +8,12 @@ stops when it prints its first answer):
 - the CLI: ``rag ask QUESTION --index DEMO --json``;
 - the Cog runner: ``predict.py``'s runner class, ``setup()`` then its predict
   method, called directly (no Cog HTTP server);
-- the RunPod worker: ``runpod_worker/handler.py``'s handler with one job (no SDK loop).
+- the Cog HTTP server: ``python -m cog.server.http`` with the runner cog.yaml names,
+  polled until ready, then its first prediction (what a cold Replicate container does);
+- the RunPod worker: ``runpod_worker/handler.py``'s handler with one job (no SDK loop);
+- the RunPod worker as deployed: ``python runpod_worker/handler.py --test_input JOB``
+  (the SDK included: its import starts py-cpuinfo in a child process), until the
+  SDK logs the job's result.
 
 Reference: a process that only imports the heavy libraries every one of them
 loads (torch, sentence-transformers, chromadb, bm25s, pyvi) — the floor no
@@ -19,6 +24,7 @@ is hidden.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Ctx, Row, median  # noqa: E402
+from common import REPO, Ctx, Row, median, verdict  # noqa: E402
 
 RUNS = 3
 TIMEOUT_S = 240
@@ -88,13 +94,17 @@ def _env(index_dir: Path) -> dict:
     return env
 
 
+SDK_RESULT = "Job result:"  # what the RunPod SDK logs (stdout) when a --test_input job has finished
+
+
 def time_to_first_answer(argv: list[str], env: dict, marker: str | None = MARK) -> float:
     """Seconds from spawning the process to its first answer line (marker, or any stdout line for the CLI)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
-            if (marker is None and line.strip()) or (marker is not None and line.strip() == marker):
+            if (marker is None and line.strip()) or (marker is not None and line.strip() == marker) or (
+                    marker == SDK_RESULT and marker in line):
                 elapsed = time.perf_counter() - t0
                 if marker is None and '"answer"' not in line:
                     raise RuntimeError(f"unexpected output: {line[:200]}")
@@ -110,6 +120,48 @@ def time_to_first_answer(argv: list[str], env: dict, marker: str | None = MARK) 
         proc.stderr.close()
 
 
+def time_cog_server(env: dict) -> float:
+    """Seconds from spawning ``python -m cog.server.http`` to the answer of its first prediction."""
+    import signal
+
+    import requests
+
+    from bench_load import _free_port, cog_runner_ref
+
+    port = _free_port()
+    env = {**env, "PORT": str(port), "COG_PREDICT_TYPE_STUB": cog_runner_ref()}
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Cog server exited with {proc.returncode}")
+            if time.perf_counter() - t0 > TIMEOUT_S:
+                raise RuntimeError(f"the Cog server was not ready after {TIMEOUT_S} s")
+            try:
+                status = requests.get(f"{url}/health-check", timeout=2).json().get("status")
+            except (requests.ConnectionError, requests.Timeout, ValueError):
+                status = None
+            if status == "SETUP_FAILED":
+                raise RuntimeError("the Cog server's setup failed")
+            if status == "READY":
+                break
+            time.sleep(0.05)
+        r = requests.post(f"{url}/predictions", json={"input": {"prompt": QUESTION}}, timeout=TIMEOUT_S)
+        elapsed = time.perf_counter() - t0
+        if r.status_code != 200 or r.json().get("status") != "succeeded":
+            raise RuntimeError(f"the first prediction failed: {r.status_code} {r.text[:200]}")
+        return elapsed
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group: the server and its worker
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 def run(ctx: Ctx) -> list[Row]:
     index_dir = ctx.demo_index()
     env = _env(index_dir)
@@ -123,8 +175,12 @@ def run(ctx: Ctx) -> list[Row]:
         runners.append(("Cog runner: predict.py setup() + first prediction", [py, "-c", COG, QUESTION], MARK, None))
     else:
         runners.append(("Cog runner", None, None, "predict.py is absent"))
+    runners.append(("Cog HTTP server: start → ready → first prediction", "cog-http", None, None))
     if (REPO / "runpod_worker" / "handler.py").exists():
         runners.append(("RunPod worker: handler.py, first job", [py, "-c", RUNPOD, QUESTION], MARK, None))
+        job = json.dumps({"input": {"prompt": QUESTION}}, ensure_ascii=False)
+        runners.append(("RunPod worker as deployed: handler.py --test_input (SDK included)",
+                        [py, str(REPO / "runpod_worker" / "handler.py"), "--test_input", job], SDK_RESULT, None))
     else:
         runners.append(("RunPod worker", None, None, "runpod_worker/handler.py is absent"))
     # Rounds rather than one runner at a time: a burst of load from other work then hits every runner alike.
@@ -135,7 +191,8 @@ def run(ctx: Ctx) -> list[Row]:
             if absent or label in errors:
                 continue
             try:
-                times[label].append(time_to_first_answer(argv, env, marker))
+                times[label].append(time_cog_server(env) if argv == "cog-http" else
+                                    time_to_first_answer(argv, env, marker))
             except Exception as e:  # noqa: BLE001 - a broken runner is a result, not a crash of the whole run
                 errors[label] = str(e)
     floor = times.pop("imports only")
@@ -151,9 +208,12 @@ def run(ctx: Ctx) -> list[Row]:
             ctx.notes.append(f"cold start: {label} {'skipped' if absent else 'failed'}: {absent or errors[label]}")
             continue
         t = times[label]
-        rows.append(Row("cold start", f"{label}, s (median of {len(t)})", f"{median(t):.1f}", ref, what,
-                        f"min {min(t):.1f}, max {max(t):.1f}"))
+        ratio = median(t) / median(floor)
+        rows.append(Row("cold start", f"{label}, s (median of {len(t)})", f"{median(t):.1f} ({ratio:.2f}×)",
+                        f"{ref} (min {min(floor):.1f})", what,
+                        f"{verdict(ratio <= 1.2, f'≤ 1.2× (is {ratio:.2f}×)')}; min {min(t):.1f}, max {max(t):.1f}"))
     return rows
+
 
 if __name__ == "__main__":
     from run_all import main

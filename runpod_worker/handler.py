@@ -366,17 +366,30 @@ def startup_failure(error: BaseException) -> str:
     return redact(f"the worker could not start: {code}: {error}", client=False)
 
 
+def _import_sdk() -> None:
+    try:
+        import runpod  # noqa: F401
+    except BaseException:  # noqa: BLE001 - main() imports it again and reports the error there
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     logging.basicConfig(level=log_level(os.environ), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     choose_hf_cache(os.environ)  # before anything imports huggingface_hub
+    # Importing the SDK runs py-cpuinfo in a child process (about 1 s); imported in a thread, that wait
+    # overlaps the pipeline's load instead of adding to the cold start. A failure there is raised by the
+    # import below.
+    sdk = threading.Thread(target=_import_sdk, name="import-runpod", daemon=True)
+    sdk.start()
     worker = get_worker()
     if worker.startup_error is not None:
         # Fail fast, as worker-vllm does: a worker that cannot answer must not take jobs (serverless,
         # --rp_serve_api and --test_input alike); RunPod sees the exit and does not route to it.
         print(startup_failure(worker.startup_error), file=sys.stderr, flush=True)
         sys.exit(1)
+    sdk.join()
     import runpod
 
     runpod.serverless.start(worker.start_config(local_test=runs_local_test(argv, os.environ)))
