@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -219,24 +219,30 @@ def _find_headings(lines: list[_Line]) -> list[_Heading]:
     return out
 
 
+_RE_DIGITS = re.compile(r"\d+")
+
+
 def _int(num: str) -> int:
-    return int(re.match(r"\d+", num).group())
+    return int(_RE_DIGITS.match(num).group())
 
 
 def _accept_articles(heads: list[_Heading]) -> tuple[list[_Heading], int]:
     """Keep article headings whose numbers make sense; return (kept, line of the last demoted article or -1)."""
     arts = [h for h in heads if h.kind == "article"]
+    nums = [_int(h.num) for h in arts]
+    later = sorted(nums)  # the numbers of the articles after the current one, sorted (searched, not scanned)
     kept: list[_Heading] = []
     demoted_until = -1
     last: int | None = None
-    for k, h in enumerate(arts):
-        n = _int(h.num)
-        later = [_int(x.num) for x in arts[k + 1:]]
+    for h, n in zip(arts, nums):
+        del later[bisect_left(later, n)]
         if last is None or n == last + 1:
             ok = True
         elif n > last + 1:
-            ok = not any(last < x < n for x in later)  # skipping ahead while the gap is filled later: a stray line
-        elif n == 1 and 2 in later:
+            # skipping ahead while the gap is filled later: a stray line
+            i = bisect_right(later, last)
+            ok = not (i < len(later) and later[i] < n)
+        elif n == 1 and _contains(later, 2):
             demoted_until = kept[-1].line  # numbering restarts: a new act begins here
             kept = []
             ok = True
@@ -246,6 +252,11 @@ def _accept_articles(heads: list[_Heading]) -> tuple[list[_Heading], int]:
             kept.append(h)
             last = n
     return kept, demoted_until
+
+
+def _contains(sorted_values: list[int], x: int) -> bool:
+    i = bisect_left(sorted_values, x)
+    return i < len(sorted_values) and sorted_values[i] == x
 
 
 # --- pass 2: walk the structure -------------------------------------------------
@@ -442,8 +453,10 @@ class _Chunker:
             pieces = [dict(spans=self.spans_of(rest), clause=None, point=None, kind="article")]
         else:
             pieces = self.pack(self.article_units(rest))
+        clause_lines = [start for _, start in clause_starts]
         for blk in tables:
-            clause = next((num for num, start in reversed(clause_starts) if start < blk[0]), None)
+            k = bisect_left(clause_lines, blk[0])  # the last Khoản that starts before the table
+            clause = clause_starts[k - 1][0] if k else None
             pieces.append(dict(spans=self.spans_of(blk), clause=clause, point=None, kind="table"))
         pieces = [p for p in pieces if self.text_of(p["spans"])]
         pieces.sort(key=lambda p: min(s for s, e in p["spans"]))
@@ -456,17 +469,19 @@ class _Chunker:
             )
 
     def article_units(self, body: list[int]) -> list[dict]:
-        """Cut an over-long article into units: the lead-in, whole Khoản, or parts of a Khoản."""
+        """Cut an over-long article into units: the lead-in, whole Khoản, or parts of a Khoản.
+
+        ``body``: line indices in increasing order (each Khoản's lines are a slice of it)."""
         clauses = _sequence(self.lines, body, _RE_CLAUSE, lambda prev: str(int(prev) + 1), "1")
         if not clauses:
             return self.expand(body, None)
         units = []
-        lead = [i for i in body if i < clauses[0][1]]
+        lead = body[:bisect_left(body, clauses[0][1])]
         if lead:
             units += self.whole_or_expand(lead, None, level="lead")
         for k, (num, start) in enumerate(clauses):
             end = clauses[k + 1][1] if k + 1 < len(clauses) else len(self.lines)
-            units += self.whole_or_expand([i for i in body if start <= i < end], num, level="clause")
+            units += self.whole_or_expand(body[bisect_left(body, start):bisect_left(body, end)], num, level="clause")
         return units
 
     def whole_or_expand(self, idxs: list[int], clause: str | None, *, level: str) -> list[dict]:

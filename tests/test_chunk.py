@@ -370,3 +370,48 @@ def test_real_student_affairs_regulation():
     appendix = [c for c in chunks if "Phụ lục" in c.header]
     assert appendix and all(c.kind == "paragraph" and c.article is None for c in appendix)
     assert appendix[0].header.endswith("Phụ lục. MỘT SỐ NỘI DUNG VI PHẠM VÀ KHUNG XỬ LÝ KỶ LUẬT SINH VIÊN")
+
+
+def test_large_document_keeps_its_structure():
+    """3,000 articles in 3 chapters after a Quyết định that restarts the numbering; wrapped cross-references
+    that look like headings; one long article cut at its 60 Khoản with tables of its own. The output
+    is what the structure says, article by article (the chunker reads big documents in linear time:
+    the numbering checks search sorted numbers instead of rescanning the later articles)."""
+    n, long_no, per_chapter = 3000, 1500, 1000
+    lines = ["QUYẾT ĐỊNH", "Về việc ban hành Quy chế đào tạo",
+             "Điều 1. Ban hành kèm theo Quyết định này Quy chế đào tạo.", "Điều 2. Quyết định có hiệu lực từ ngày ký.",
+             "Điều 3. Các đơn vị chịu trách nhiệm thi hành.", "QUY CHẾ ĐÀO TẠO"]
+    for i in range(1, n + 1):
+        if i % per_chapter == 1:
+            lines += [f"Chương {i // per_chapter + 1}", "QUY ĐỊNH VỀ ĐÀO TẠO"]
+        lines += [f"Điều {i}. Quy định số {i}", f"Sinh viên thực hiện theo quy định tại",
+                  f"Điều {i + 7}. của Quy chế này và các văn bản khác."]  # a wrapped cross-reference, not a heading
+        if i == long_no:
+            for k in range(1, 61):
+                lines.append(f"{k}. Khoản {k} của điều dài: sinh viên phải hoàn thành nghĩa vụ học tập đúng hạn.")
+                if k % 20 == 0:
+                    lines += ["", "| Mức | Điểm |", f"| Khoản {k} | 3,2 |", ""]
+    doc = Document(source="large.txt", title=TITLE, kind="txt", pages=[Page(number=1, text="\n".join(lines))],
+                   sha256="0" * 64)
+    chunks = chunk_document(doc, max_chars=1500, title=TITLE)
+
+    # the Quyết định's articles are preamble text; only the Quy chế's articles are cited
+    head = [c for c in chunks if c.kind == "paragraph"]
+    assert head and all(c.article is None for c in head) and "Ban hành kèm theo" in head[0].text
+    articles = [c for c in chunks if c.article is not None]
+    assert [c.article for c in articles if c.kind == "article"] == [str(i) for i in range(1, n + 1) if i != long_no]
+    for c in articles:
+        i = int(c.article)
+        chapter = f"Chương {(i - 1) // per_chapter + 1}. QUY ĐỊNH VỀ ĐÀO TẠO"
+        assert c.chapter == chapter
+        if c.kind == "article":
+            assert c.header == f"{TITLE} › {chapter} › Điều {i}. Quy định số {i}"
+            assert c.text.endswith(f"Điều {i + 7}. của Quy chế này và các văn bản khác.")
+    # the long article: its Khoản packed in order, each exactly once, its tables on their own with their Khoản
+    long = [c for c in articles if c.article == str(long_no)]
+    clauses = [c for c in long if c.kind == "clause"]
+    covered = [k for c in clauses for k in range(int(c.clause.split("-")[0]), int(c.clause.split("-")[-1]) + 1)]
+    assert covered == list(range(1, 61)) and len(clauses) > 1
+    assert all(len(c.text) <= 1500 for c in clauses)
+    assert [(c.kind, c.clause) for c in long if c.kind == "table"] == [("table", "20"), ("table", "40"), ("table", "60")]
+    assert len({c.id for c in chunks}) == len(chunks)
