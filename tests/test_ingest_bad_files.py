@@ -19,6 +19,7 @@ import pytest
 from rag.cli import EXIT_PARTIAL, main
 from rag.index import Index
 from rag.ingest import ingest
+from rag.load import iter_files
 from rag.load.safe import read_chunks, read_regular
 
 GOOD = "# Quy định học phí\n\nĐiều 1. Học phí\nHọc phí được đóng theo từng học kỳ trước ngày 15.\n"
@@ -44,6 +45,8 @@ def test_ingest_skips_each_bad_file_and_indexes_the_rest(tmp_path, embedder, set
     by = {f.source: f for f in report.files}
     assert by["good.md"].status == "added"
     assert by["deep.json"].status == "failed" and "nested too deeply" in by["deep.json"].reason
+    pipe = next(f for f in report.files if f.source.endswith("pipe.md"))
+    assert pipe.status == "failed" and pipe.code == "not_regular_file"
     bad = next(f for f in report.files if "quy-ch" in f.source)
     assert bad.status == "failed" and "not valid UTF-8" in bad.reason and "\\xe9" in bad.source
     assert not report.ok
@@ -77,6 +80,30 @@ def test_file_deleted_after_listing_is_named(tmp_path, embedder, settings_factor
     # deleted after it was hashed, before it was parsed: the reader names it too
     status, _, reason = read_chunks(docs / "gone.md", "gone.md", None, settings_factory(tmp_path / "idx"), None)
     assert status == "error" and "gone.md" in reason
+
+
+def test_pipe_in_a_folder_fails_like_a_pipe_named_directly(tmp_path, embedder, settings_factory):
+    """A FIFO under a document's name is a file that could not be read (exit 1), in a folder as on the
+    command line; under another name it is skipped like any unsupported file."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text(GOOD, encoding="utf-8")
+    os.mkfifo(docs / "pipe.md")
+    os.mkfifo(docs / "pipe.bin")
+    listing = iter_files([docs])
+    assert [s for _, s in listing.files] == ["good.md"]
+    assert [(p.name, code) for p, _, code in listing.failed] == [("pipe.md", "not_regular_file")]
+    assert "pipe.md is not a regular file" in listing.failed[0][1]
+    assert [p.name for p, _ in listing.skipped] == ["pipe.bin"]
+    for paths in ([str(docs)], [str(docs / "good.md"), str(docs / "pipe.md")]):
+        report = ingest(paths, settings_factory(tmp_path / "idx"), embedder=embedder, progress=False)
+        pipe = next(f for f in report.files if f.source.endswith("pipe.md"))
+        assert (pipe.status, pipe.code) == ("failed", "not_regular_file") and not report.ok, report.summary()
+        assert next(f for f in report.files if f.source == "good.md").status in ("added", "unchanged")
+    # a folder holding only such a file is a failed ingest, not "no supported files"
+    (docs / "good.md").unlink()
+    (docs / "pipe.bin").unlink()
+    assert [p.name for p, _, _ in iter_files([docs]).failed] == ["pipe.md"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "dev_zero"])

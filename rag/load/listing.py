@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..errors import InputError
 from .registry import SUPPORTED, SUPPORTED_LIST, unsupported_reason
-from .safe import printable
+from .safe import not_regular, printable
 
 BAD_NAME = "the file name is not valid UTF-8: rename the file (e.g. `convmv -f cp1258 -t utf8`) and ingest again"
 
@@ -19,8 +19,9 @@ class FileList:
     """Files to load, as (resolved path, source label), and what was left out, as (path, reason).
 
     ``failed`` holds files that should have been read but cannot be, as (path, reason, code): a
-    name that is not valid UTF-8 (it could not be stored or shown). Iterating a ``FileList``
-    iterates ``files``.
+    name that is not valid UTF-8 (it could not be stored or shown), a pipe, socket or device under a
+    document's name (``.md``, ``.pdf`` …) in a folder; one with any other name is skipped like any
+    unsupported file. Iterating a ``FileList`` iterates ``files``.
     """
 
     files: list[tuple[Path, str]] = field(default_factory=list)
@@ -118,10 +119,15 @@ def _walk(root: Path, skipped: list[tuple[Path, str]],
                     continue
                 visited.add(target)
                 visit(path, rel / name)
-            elif not entry.is_file():
-                skipped.append((path, "not a regular file"))
             elif name.startswith("~$"):
                 skipped.append((path, "temporary Office lock file"))
+            elif not entry.is_file() and path.suffix.lower() in SUPPORTED:
+                # a document's name on a pipe, socket or device: a file that should have been read (exit 1),
+                # as when it is named on the command line
+                err = not_regular(printable((rel / name).as_posix()))
+                failed.append((path, str(err), err.code))
+            elif not entry.is_file():
+                skipped.append((path, "not a regular file"))
             elif path.suffix.lower() in SUPPORTED and _bad_name(entry.path):
                 failed.append((path, BAD_NAME, "bad_file_name"))
             elif path.suffix.lower() in SUPPORTED:

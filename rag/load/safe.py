@@ -41,6 +41,11 @@ def too_large(name: str, size: str, limit_mb: float, setting: str) -> LoadError:
                      code="file_too_large")
 
 
+def not_regular(name: str) -> LoadError:
+    return LoadError(f"{name} is not a regular file (a pipe, socket or device): only regular files are read.",
+                     code="not_regular_file")
+
+
 def read_regular(path: str | Path, settings: Settings, name: str) -> bytes:
     """The bytes of a regular file, refusing pipes, sockets and devices, reading at most the cap + 1 byte.
 
@@ -61,8 +66,7 @@ def read_regular(path: str | Path, settings: Settings, name: str) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise LoadError(f"{name} is not a regular file (a pipe, socket or device): only regular files are read.",
-                            code="not_regular_file")
+            raise not_regular(name)
         if st.st_size > limit:
             raise too_large(name, f"{st.st_size / MB:.3g} MB", limit_mb, setting)
         parts: list[bytes] = []
