@@ -30,7 +30,7 @@ from .config import Settings
 from .embed import Embedder
 from .index import Index
 from .render import heading
-from .texts import REFUSAL
+from .texts import FACT_KINDS, REFUSAL
 from .texts import REFUSAL_REASONS as REASONS
 from .texts import REFUSAL_SUGGEST as SUGGEST
 from .types import Hit
@@ -182,8 +182,10 @@ class Retriever:
         return out
 
     def decide(self, out: Retrieval, question: str) -> None:
-        """Answer or refuse, and why: no searchable word; a question the documents cannot be about (rag.scope);
-        words the documents never use; or too little of the question found together in one passage."""
+        """Answer or refuse, and why: no searchable word; a question the documents cannot be about (rag.scope:
+        another institution, year or cohort, a request to cheat); words the documents never use; too little of
+        the question found together in one passage; or a question for an amount, a time or a month that the best
+        passages never state (``rag.scope.unstated_fact``)."""
         if not out.terms:
             out.refused, out.reason = True, "no_words"
             return
@@ -204,6 +206,13 @@ class Retriever:
                 out.why = REASONS["unknown_words"].format(words=", ".join(f"«{w}»" for w in unknown[:4]))
             else:
                 out.reason = "no_match"
+        else:
+            from .scope import unstated_fact
+
+            kind = unstated_fact(out.query or question, [h.chunk.text for h in out.hits[:3]], out.terms)
+            if kind is not None:  # asks for an amount, a time or a month that the best passages never state
+                out.refused, out.reason = True, "unstated_fact"
+                out.why = REASONS["unstated_fact"].format(what=FACT_KINDS[kind])
         if out.refused:
             out.suggestions = self.suggest(out.hits)
 

@@ -26,8 +26,11 @@ REFUSAL_REASONS = {
     "other_institution": "Câu hỏi nói về {what}, còn các văn bản là quy định của {issuer}.",
     "other_year": "Câu hỏi nói về năm {year}, các văn bản chỉ có quy định của {years}.",
     "cheating": "Đây là yêu cầu giúp gian lận hoặc làm sai quy chế, trợ lý không hỗ trợ.",
+    "other_cohort": "Câu hỏi nói về {cohort}, các văn bản chỉ nhắc tới {cohorts}.",
+    "unstated_fact": "Câu hỏi hỏi {what}, nhưng các đoạn gần nhất trong văn bản không nêu {what} nào cho nội dung này.",
     "no_words": "Câu hỏi không có từ nào để tìm (chỉ có số hoặc ký hiệu).",
 }
+FACT_KINDS = {"money": "số tiền", "clock": "giờ cụ thể", "month": "tháng cụ thể"}  # what a question asked for
 REFUSAL_SUGGEST = "Các quy định gần nhất với câu hỏi:"
 ANSWER_LEAD = "Theo tài liệu:"  # the extractive answer's first line
 DEMO_NOTICE = ("(Lưu ý: chưa cấu hình tài liệu nào, nên câu trả lời lấy từ bộ quy chế mẫu của một trường hư cấu, "

@@ -243,6 +243,45 @@ def test_questions_the_documents_may_answer_are_not_cut(question):
     assert SCOPE.check(question) is None
 
 
+def test_a_cohort_the_documents_never_name_is_out_of_scope():
+    from types import SimpleNamespace
+
+    chunk = SimpleNamespace(header="Quy định ngoại ngữ › Điều 3", text="Áp dụng cho sinh viên K69; từ khóa 67 trở về "
+                                                                       "trước theo quy định cũ.")
+    files = {"QD_ngoai_ngu_tu_K68_CQ.pdf": {"meta": {"title": "Quy định ngoại ngữ"}}}
+    scope = Scope.from_index(SimpleNamespace(chunks=[chunk], manifest=SimpleNamespace(files=files)))
+    assert scope.cohorts == {67, 68, 69}  # from the text and from the file name
+    reason, args = scope.check("Tôi là K70, học phí học lại tiếng Anh là bao nhiêu?")
+    assert reason == "other_cohort" and args == {"cohort": "K70", "cohorts": "K67, K68, K69"}
+    assert scope.check("Sinh viên khóa 65 học tiếng Anh mấy học phần?")[0] == "other_cohort"
+    assert scope.check("Sinh viên K68 cần đạt chuẩn tiếng Anh nào?") is None
+    assert SCOPE.check("Tôi là K70, học phí học lại tiếng Anh là bao nhiêu?") is None  # documents that name no cohort
+
+
+@pytest.mark.parametrize("question, passage, kind", [
+    ("Thư viện mở cửa lúc mấy giờ?", "Thư viện phục vụ sinh viên các ngày trong tuần.", "clock"),
+    ("Thư viện mở cửa lúc mấy giờ?", "Thư viện mở cửa từ 7 giờ 30 đến 21 giờ các ngày trong tuần.", None),
+    ("Học phí học lại một tín chỉ là bao nhiêu tiền?", "Sinh viên học lại đóng học phí theo quy định. Phòng 8 "
+     "người: 300.000 đồng/tháng.", "money"),  # the amount stands beside no word of the question
+    ("Học phí lớp rút gọn là bao nhiêu?", "Học phí của lớp rút gọn được tính bằng 50% lớp bình thường.", None),
+    ("Lịch thi cuối kỳ vào tháng mấy?", "Lịch thi do Phòng Đào tạo công bố.", "month"),
+    ("Lịch thi cuối kỳ vào tháng mấy?", "Lịch thi học kỳ I tổ chức vào tháng 12.", None),
+    ("Điều kiện học lại là gì?", "Không có gì ở đây.", None),  # asks for no such fact
+])
+def test_a_fact_the_passages_never_state(question, passage, kind):
+    from rag.normalise import normalise_text, segment
+    from rag.retrieve import content_words
+    from rag.scope import unstated_fact
+
+    assert unstated_fact(question, [passage], content_words(segment(normalise_text(question)))) == kind
+
+
+def test_refusal_for_an_unstated_amount_says_why(demo_pipeline):
+    ans = demo_pipeline.answer({"question": "Học phí học lại một tín chỉ là bao nhiêu tiền?"})
+    assert ans.refused and "không nêu số tiền nào" in ans.text and "Điều 13. Học lại" in ans.text
+    assert not demo_pipeline.answer({"question": "Ký túc xá đóng cổng lúc mấy giờ?"}).refused  # the rules state it
+
+
 # --- the pipeline and the command line ------------------------------------------------------------
 
 
