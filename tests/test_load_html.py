@@ -7,8 +7,11 @@ lxml) this one replaced gave the same text for all of them but one: it showed th
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
+from _load_fixtures import to_cp1258
 from rag.errors import LoadError
 from rag.load import html
 from rag.load.safe import skip_reason
@@ -85,6 +88,13 @@ def test_unclosed_title_runs_to_the_end():
 ])
 def test_encodings(data, expected):
     assert html.read(data, "e")[1][0].text == expected
+
+
+def test_undeclared_windows_1258_is_guessed():
+    page = "<h1>Quy chế đào tạo</h1><p>Điều 5. Sinh viên phải đóng học phí đúng hạn theo quy định của Trường.</p>"
+    title, pages = html.read(to_cp1258(page), "cu.htm")
+    assert unicodedata.normalize("NFC", title) == "Quy chế đào tạo"
+    assert unicodedata.normalize("NFC", pages[0].text).endswith("đóng học phí đúng hạn theo quy định của Trường.")
 
 
 def test_utf8_split_across_feed_blocks_and_folding_slices(monkeypatch):
