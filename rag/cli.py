@@ -160,26 +160,33 @@ def cmd_chat(args) -> int:
     history: list[dict] = []
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 reach validation, which says so
-    print(CHAT_GREETING)
+    info = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the answers
+    print(CHAT_GREETING, file=info)
     while True:
         try:
-            question = input("\n> ").strip()
+            if args.json:
+                print("\n> ", end="", file=info, flush=True)
+            question = input("" if args.json else "\n> ").strip()
         except EOFError:
-            print()
+            print(file=info)
             return 0
         if question in ("/exit", "/quit"):
             return 0
         if question == "/reset":
             history = []
-            print(CHAT_RESET)
+            print(CHAT_RESET, file=info)
             continue
         if not question:
             continue
         try:
-            final = _print_answer(pipe, _request(args, question, history[-8:]))
-            if final.query and final.query != question:
-                print(CHAT_QUERY_USED.format(final.query))
-            if args.full:
+            if args.json:  # one JSON object per answer, "query" included
+                final = pipe.answer(_request(args, question, history[-8:]))
+                print(_dump(final.to_dict()), flush=True)
+            else:
+                final = _print_answer(pipe, _request(args, question, history[-8:]))
+                if final.query and final.query != question:
+                    print(CHAT_QUERY_USED.format(final.query))
+            if args.full and not args.json:
                 _print_full(pipe, final)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
         except InputError as e:
@@ -319,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_ask)
 
     sp = sub.add_parser("chat", help="interactive multi-turn session in the terminal")
+    sp.add_argument("--json", action="store_true", help="print each answer as one JSON object (with the query "
+                                                        "searched) on stdout; other lines go to stderr")
     sp.add_argument("--full", action="store_true", help="also print the whole Điều behind each quoted passage")
     index_arg(sp)
     gen_args(sp)

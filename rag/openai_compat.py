@@ -12,7 +12,8 @@ Sources travel two ways, so both plain and rag-aware clients get them:
 - ``sources``: an extra field on the response (non-streaming) or on the chunk
   that carries ``finish_reason`` (streaming): one object per citation, with its
   house-style ``label`` and the fields of ``Citation`` (document, source, page,
-  chapter, article, article_title, clause, point). ``refused`` rides along.
+  chapter, article, article_title, clause, point). ``refused`` rides along, and
+  ``query``: what was searched (a follow-up rewritten from the conversation).
 - a sources block appended to the message text (``rag.render.message_block``),
   listing the citations whose label the answer does not already quote (an
   extractive answer quotes them all, so it gets no block).
@@ -247,6 +248,7 @@ class ChatFormatter:
             "usage": usage(answer),
             "sources": sources(answer),
             "refused": answer.refused,
+            "query": answer.query,
         }
 
     def _chunk(self, delta: dict, finish: str | None = None, **extra) -> dict:
@@ -271,7 +273,8 @@ class ChatFormatter:
         block = message_block(answer)
         if block:
             out.append(self.delta_chunk(block))
-        out.append(self._chunk({}, finish_reason(answer), sources=sources(answer), refused=answer.refused))
+        out.append(self._chunk({}, finish_reason(answer), sources=sources(answer), refused=answer.refused,
+                               query=answer.query))
         if self.include_usage:
             out.append({**self._chunk({}), "choices": [], "usage": usage(answer)})
         return out

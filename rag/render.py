@@ -206,6 +206,7 @@ def answer_from_dict(data: Mapping[str, Any]) -> Answer:
         usage=dict(data.get("usage") or {}), timings=dict(data.get("timings") or {}),
         unsupported_citations=list(data.get("unsupported_citations") or []),
         mode=str(data.get("mode") or "remote"), finish_reason=data.get("finish_reason"),
+        query=data.get("query") if isinstance(data.get("query"), str) else None,
     )
 
 

@@ -206,7 +206,7 @@ class ChatApp:
             {"role": "user", "content": question[:MAX_TURN_CHARS]},
             {"role": "assistant", "content": answer.text[:MAX_TURN_CHARS]},
         ])[-2 * HISTORY_TURNS:]
-        state["sources"] = sources_html(answer)
+        state["sources"] = sources_html(answer, question)
         yield state["messages"], state, state["sources"], ""
 
     def clear(self) -> tuple[list, dict, str, str]:

@@ -22,6 +22,7 @@ CSS = """
 .rag-passage { white-space: pre-wrap; font-size: 0.92em; margin-top: 6px; padding: 6px 8px;
   background: var(--background-fill-secondary); border-radius: 6px; max-height: 320px; overflow: auto; }
 .rag-meta, .rag-footer { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.rag-query { font-style: italic; margin-bottom: 6px; color: var(--body-text-color-subdued); }
 .rag-refusal, .rag-error { border-left: 4px solid #d97706; padding: 8px 12px; border-radius: 6px;
   background: rgba(217,119,6,0.08); }
 .rag-error { border-left-color: #dc2626; background: rgba(220,38,38,0.08); }

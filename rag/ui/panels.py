@@ -61,10 +61,15 @@ def _folded(summary: str, sources: list[PanelSource]) -> list[str]:
             *(_source_html(s, open_=False) for s in sources), "</details>"]
 
 
-def sources_html(answer: Answer) -> str:
-    """The sources panel for one answer (``rag.render.sources_panel``): cited passages open, others folded."""
+def sources_html(answer: Answer, question: str | None = None) -> str:
+    """The sources panel for one answer (``rag.render.sources_panel``): cited passages open, others folded; with
+    ``question``, the query searched when it differs (a follow-up rewritten from the conversation)."""
+    from ..normalise import normalise_text
+
     panel = sources_panel(answer)
     out = ['<div class="rag-sources">']
+    if question and answer.query and normalise_text(answer.query).strip() != normalise_text(question).strip():
+        out.append(f'<div class="rag-query">{e(t.CHAT_QUERY_USED.format(answer.query))}</div>')
     if panel.refused:
         out.append(f'<div class="rag-refusal"><strong>{e(t.REFUSAL)}</strong><br>{e(t.PANEL_REFUSAL_HINT)}</div>')
         out += _folded(t.PANEL_NEAREST, panel.others)
