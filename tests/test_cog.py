@@ -483,7 +483,10 @@ def test_stop_sequences_as_json_array_and_good_history_are_accepted(plain):
                           {"role": "assistant", "content": "Theo Điều 10 …"}], ensure_ascii=False)
     body = _ok(plain.predict({"prompt": "Còn buộc thôi học thì sao?", "history": history,
                               "stop_sequences": '["###", "a,b"]', "output_format": "json"}))
-    assert not json.loads(_text(body))["refused"]
+    answer = json.loads(_text(body))
+    assert not answer["refused"]
+    query = answer["query"].lower()  # the follow-up was searched with the earlier question's words
+    assert "buộc thôi học" in query and "cảnh báo học tập" in query
 
 
 @slow
