@@ -233,8 +233,13 @@ def trace_line(exc: BaseException, *, frames: int = 6) -> str:
     import traceback
 
     where = []
-    for f in reversed(traceback.extract_tb(exc.__traceback__)):
-        where.append(f"{_module_of(f.filename)}:{f.lineno} in {f.name}")
+    for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        # The module's own name (right however the package was installed: an editable install's
+        # finder puts no checkout on sys.path); a script run as __main__ is named by its file.
+        module = frame.f_globals.get("__name__")
+        if not isinstance(module, str) or not module or module == "__main__":
+            module = _module_of(frame.f_code.co_filename)
+        where.append(f"{module}:{lineno} in {frame.f_code.co_name}")
         if len(where) == frames:
             break
     at = f" (at {' ← '.join(where)})" if where else ""
