@@ -56,7 +56,7 @@ kwargs = {{}}
 for name, p in inspect.signature(fn).parameters.items():
     if p.default is not inspect.Parameter.empty:
         kwargs[name] = getattr(p.default, "default", p.default)  # cog.Input(...) → its default value
-kwargs["question"] = sys.argv[1]
+kwargs["prompt" if "prompt" in kwargs else "question"] = sys.argv[1]  # Replicate's input name, or the older one
 out = fn(**kwargs)
 async def first(agen):
     async for x in agen:
@@ -78,7 +78,7 @@ RUNPOD = f"""
 import asyncio, os, sys
 from runpod_worker import handler as h
 async def first():
-    async for out in h.handler({{"id": "bench", "input": {{"question": sys.argv[1]}}}}):
+    async for out in h.handler({{"id": "bench", "input": {{"prompt": sys.argv[1]}}}}):
         return out
 got = asyncio.run(first())
 assert isinstance(got, dict) and "error" not in got, got
