@@ -40,6 +40,7 @@ beyond the onset-vowel tone move above; no case folding (``segment`` and
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from collections import Counter
 from dataclasses import replace
@@ -334,7 +335,7 @@ def segment(text: str) -> list[str]:
     0.2 million characters per second on the HUST training regulation (one CPU
     core); ``syllables`` runs at about 2 million.
     """
-    from pyvi import ViTokenizer  # lazy: loads a model
+    ViTokenizer = _pyvi()
 
     text = normalise_text(text)
     tokens: list[str] = []
@@ -343,6 +344,30 @@ def segment(text: str) -> list[str]:
     return [t.lower() for t in tokens if _WORD.search(t)]
 
 
+def _pyvi():
+    """pyvi's tokenizer, its model opened once per process and its temporary copy deleted.
+
+    Unpickling pyvi's CRF writes the model (0.6 MB) to a ``model*.crfsuite`` file in the temporary folder,
+    deleted only if the process ends through the interpreter's normal shutdown — a killed worker, a spawned
+    reader or a server stopped by a signal leaves it behind, one per process. The tagger reads the file when
+    it opens it, so the file is removed right after.
+    """
+    global _TOKENIZER
+    with _TOKENIZER_LOCK:
+        if _TOKENIZER is not None:
+            return _TOKENIZER
+        from pyvi import ViTokenizer  # lazy: loads a model
+
+        crf = getattr(getattr(ViTokenizer, "ViTokenizer", None), "model", None)
+        resource = getattr(crf, "modelfile", None)
+        if getattr(crf, "tagger_", None) is not None and getattr(resource, "auto", False):
+            resource.cleanup()  # closes and deletes the temporary copy; the open tagger keeps the model
+        _TOKENIZER = ViTokenizer
+    return _TOKENIZER
+
+
+_TOKENIZER = None
+_TOKENIZER_LOCK = threading.Lock()
 _SEGMENT_PIECE = 4000  # pyvi slows down on very long inputs (0.15 M chars/s at 70k chars in one call)
 
 

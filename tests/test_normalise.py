@@ -236,6 +236,28 @@ def test_segment_long_text_in_pieces():
     assert Counter(tokens) == {"sinh_viên": 1500, "đăng_ký": 1500, "học_phần": 1500}
 
 
+def test_segment_leaves_no_model_copy_in_the_temporary_folder(tmp_path):
+    """pyvi unpickles its CRF into a model*.crfsuite temporary file that a process ending without the interpreter's
+    shutdown (killed, os._exit) would leave behind, one per process; segment() deletes it once the model is open."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; from rag.normalise import segment\n"
+            "print(segment('Sinh viên đăng ký ký túc xá'), segment('học bổng khuyến khích'), sorted(os.listdir('.')))\n"
+            "os._exit(0)")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    (tmp_path / "tmp").mkdir()
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "tmp", env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    # the model still segments after its file is gone, and nothing is left where it was written
+    assert out.stdout.strip() == "['sinh_viên', 'đăng_ký', 'ký_túc_xá'] ['học_bổng', 'khuyến_khích'] []"
+    assert os.listdir(tmp_path / "tmp") == []
+
+
 def test_syllables():
     assert syllables("Điều 10. Cảnh báo học tập (CPA < 1,2)") == [
         "điều", "10", "cảnh", "báo", "học", "tập", "cpa", "1", "2"
