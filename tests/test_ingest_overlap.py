@@ -33,10 +33,10 @@ def _open(settings, directory):
 
 
 @pytest.mark.parametrize("workers,threads", [(0, 0), (2, 0), (2, 1)],
-                         ids=["reader-thread", "reader-processes", "readers-segment"])
+                         ids=["reader-thread", "reader-processes", "reader-processes-one-embed-thread"])
 def test_overlapped_ingest_equals_sequential(tmp_path, embedder, settings_factory, workers, threads):
     # a small batch size: several embedding calls, each spanning files, while files are still being read;
-    # embedding on fewer threads than cores leaves a core to readers, which then segment for BM25 themselves
+    # with a reader thread the embedding thread segments for BM25, reader processes segment themselves
     settings = settings_factory(tmp_path / "index", embed_batch_size=4, embed_ingest_threads=threads)
     report = ingest(demo_paths(), settings, embedder=embedder, progress=False, read_workers=workers)
     assert report.ok and report.embedded == report.chunk_count
@@ -72,3 +72,29 @@ def test_reingest_of_one_changed_file_reuses_the_rest(tmp_path, embedder, settin
     for i, c in enumerate(after.chunks):
         if c.id in old:  # reused, not re-embedded (the store's cosine space renormalises: last-bit differences)
             assert np.allclose(after.vectors[i], before.vectors[old[c.id]], atol=1e-6)
+
+
+def test_large_inputs_are_read_and_segmented_by_lowest_priority_processes(tmp_path, settings_factory):
+    """Reading, chunking and word segmentation of 1 MB of files or more run in reader processes at nice 19, which
+    take only the CPU time the embedder's threads leave idle; a few small files are read in a thread (no process
+    start) and the embedding thread segments their chunks."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from rag.ingest import _BIG_INPUT, _Stages
+
+    settings = settings_factory(tmp_path / "index")
+    small = _Stages(settings, None, None, 3, demo_paths())
+    try:
+        assert isinstance(small._readers, ThreadPoolExecutor) and not small.readers_segment
+    finally:
+        small.close()
+    big = tmp_path / "law.txt"
+    big.write_text("Điều 1. Phạm vi điều chỉnh\n" + "Sinh viên đăng ký học phần. " * (_BIG_INPUT // 28 + 1),
+                   encoding="utf-8")
+    large = _Stages(settings, None, None, 1, [big])
+    try:
+        assert isinstance(large._readers, ProcessPoolExecutor) and large.readers_segment
+        assert large._readers.submit(os.nice, 0).result(timeout=120) == 19
+    finally:
+        large.close()
