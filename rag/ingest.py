@@ -326,6 +326,9 @@ class _Stages:
         else:
             self._readers = ThreadPoolExecutor(1, thread_name_prefix="ingest-read")
         self._embed = ThreadPoolExecutor(1, thread_name_prefix="ingest-embed")
+        # The store's client library (about 1.5 s of imports) is loaded while the first files are read,
+        # not after the last batch is embedded.
+        self._embed.submit(_import_store)
         self._settings = settings
         self.embedder = embedder
         # Word segmentation (pyvi, CPU-bound) runs in the reader processes, at the lowest priority; a reader
@@ -365,6 +368,13 @@ def _size(paths) -> int:
         except OSError:
             pass  # the reader reports it
     return total
+
+
+def _import_store() -> None:
+    try:
+        import chromadb  # noqa: F401
+    except Exception:  # noqa: BLE001 - the write reports it
+        pass
 
 
 def _background() -> None:
