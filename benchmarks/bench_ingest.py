@@ -27,19 +27,29 @@ from common import Ctx, Row, Timer, verdict  # noqa: E402
 
 
 def run(ctx: Ctx) -> list[Row]:
-    data = ctx.alqac()  # the timed ingest (or the one the quality benchmark already ran)
+    """The reference is timed between two ingests of the same laws (the second into a fresh index), and the
+    ingest figure is their mean: on a shared machine, whatever drifts during the run weighs on both sides."""
+    from rag.ingest import ingest
+
+    data = ctx.alqac()  # the first timed ingest (or the one the quality benchmark already ran)
     report = data["ingest"]
     index = ctx.index(data["index_dir"])
     texts = [c.full_text for c in index.chunks]
     with Timer() as t:
         vectors = ctx.embedder.embed_passages(texts)
     ctx.remember_vectors(texts, vectors)
-    ingest_rate = report.chunk_count / report.seconds
+    again = ingest([data["laws_dir"]], ctx.settings, embedder=ctx.embedder, directory=ctx.tmp / "alqac" / "again",
+                   progress=False)
+    if not again.ok or again.chunk_count != report.chunk_count:
+        raise RuntimeError(again.summary())
+    seconds = (report.seconds + again.seconds) / 2
+    ingest_rate = report.chunk_count / seconds
     embed_rate = len(texts) / t.s
     ratio = ingest_rate / embed_rate
     return [
-        Row("ingest", f"ALQAC: {report.document_count} laws → {report.chunk_count} chunks, chunks/s",
-            f"{ingest_rate:.1f} ({report.seconds:.0f} s)", f"{embed_rate:.1f} ({t.s:.0f} s)",
+        Row("ingest", f"ALQAC: {report.document_count} laws → {report.chunk_count} chunks, chunks/s (mean of "
+            f"2 ingests, {report.seconds:.0f} s and {again.seconds:.0f} s, timed before and after the reference)",
+            f"{ingest_rate:.1f} ({seconds:.0f} s)", f"{embed_rate:.1f} ({t.s:.0f} s)",
             "embedder alone, same chunks", verdict(ratio >= 0.9, f"≥ 0.9× (is {ratio:.2f}×)")),
     ]
 

@@ -219,7 +219,7 @@ def _earlier_sections(text: str, measured: set[str]) -> list[str]:
                     out.append(line)
             part = "\n".join(out) + "\n"
             part = part.replace(m.group(0), MARK.format(",".join(left)))
-            date = part.splitlines()[0].split(": ", 1)[-1]
+            date = part.splitlines()[0].split(": ", 1)[-1].removesuffix(" (not measured again since)")
             part = re.sub(r"^## [^\n]*", f"## {', '.join(left)}: {date} (not measured again since)", part, count=1)
         kept.append(part.rstrip("\n") + "\n")
     return kept

@@ -53,3 +53,10 @@ def test_a_section_measured_again_entirely_is_dropped_and_the_others_kept_whole(
 
 def test_no_earlier_file_keeps_nothing():
     assert _earlier_sections("", {"load"}) == []
+
+
+def test_a_section_already_partly_replaced_keeps_one_note():
+    text = ("## ingest, search: 2026-11-28 10:07 UTC (not measured again since)\n\n<!-- benchmarks: ingest,search -->\n\n"
+            "| benchmark | measure |\n|---|---|\n| ingest | x |\n| search | y |\n")
+    (partial,) = _earlier_sections(text, {"ingest"})
+    assert partial.splitlines()[0] == "## search: 2026-11-28 10:07 UTC (not measured again since)"
