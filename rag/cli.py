@@ -190,7 +190,9 @@ def cmd_chat(args) -> int:
                 _print_full(pipe, final)
             history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.text}]
         except InputError as e:
-            print(f"error [{e.code}]: {e}", file=sys.stderr)
+            from .errors import redact
+
+            print(f"error [{e.code}]: {redact(str(e), client=False)}", file=sys.stderr)
 
 
 def cmd_info(args) -> int:

@@ -548,6 +548,20 @@ def test_replicate_train_refuses_a_base_other_than_rag_llm(tmp_path, monkeypatch
         train(train_data=dataset_file, base_model="vinai/PhoGPT-4B-Chat")
 
 
+def test_replicate_train_error_shows_the_caller_no_server_path(tmp_path, monkeypatch, no_model_loads):
+    """Replicate shows a training's error to whoever called it: the reason and the line, not where the file lay."""
+    from training.replicate_train import TrainingFailed, train
+
+    monkeypatch.delenv("RAG_LLM", raising=False)
+    bad = tmp_path / "uploads" / "train.jsonl"
+    bad.parent.mkdir()
+    bad.write_text('{"instruction": "Học phí?", "output": "Theo Điều 9."}\n{not json\n', encoding="utf-8")
+    with pytest.raises(TrainingFailed) as err:
+        train(train_data=bad, base_model="vinai/PhoGPT-4B-Chat")
+    assert str(err.value).startswith("[") and "2" in str(err.value)
+    assert str(tmp_path) not in str(err.value) and "/uploads/" not in str(err.value)
+
+
 @pytest.mark.slow
 def test_replicate_train_returns_an_adapter_tarball(tiny_chat_model, dataset_file, tmp_path, monkeypatch):
     from rag.weights import ADAPTER_MARKER, unpack_tarball

@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 def run_cli(main: Callable[[], Any]) -> int:
     """Run a script's ``main``: a RagError is printed as ``error [code]: message`` (exit 2), never a traceback."""
-    from rag.errors import RagError
+    from rag.errors import RagError, redact
 
     try:
         main()
     except RagError as e:
-        print(f"error [{e.code}]: {e}", file=sys.stderr)
+        print(f"error [{e.code}]: {redact(str(e), client=False)}", file=sys.stderr)
         return 2
     return 0
