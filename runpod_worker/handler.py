@@ -338,12 +338,14 @@ def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> No
     from rag.config import DEFAULT_EMBED_MODEL
 
     listing = os.path.join(baked, BAKED_LIST)
-    if not os.path.exists(listing):
+    have: set[str] = set()
+    if os.path.exists(listing):
+        with open(listing, encoding="utf-8") as f:
+            have = {line.strip() for line in f if line.strip()}
+    if not have:  # nothing baked (the image always writes the list, empty when no model was baked)
         if not env.get("HF_HOME") and os.path.isdir(volume) and os.access(volume, os.W_OK):
             env["HF_HOME"] = os.path.join(volume, "huggingface")
         return
-    with open(listing, encoding="utf-8") as f:
-        have = {line.strip() for line in f if line.strip()}
     named = [env.get(k, "").strip() for k in ("RAG_LLM", "RAG_ADAPTER", "RAG_EMBED_MODEL", "RAG_RERANKER")]
     hub_ids = {n for n in named if n and n != DEFAULT_EMBED_MODEL and _is_hub_id(n)}
     env.setdefault("HF_HOME", baked)

@@ -469,6 +469,10 @@ def test_hf_cache_is_the_baked_one_else_the_network_volume(tmp_path):
     choose_hf_cache(env, baked=str(baked), volume=str(volume))
     assert env == {"HF_HOME": str(volume / "huggingface")}
     baked.mkdir()
+    (baked / "baked.txt").write_text("\n", encoding="utf-8")  # what the image writes when nothing was baked
+    env = {"RAG_LLM": "Qwen/Qwen2.5-7B-Instruct"}
+    choose_hf_cache(env, baked=str(baked), volume=str(volume))
+    assert env == {"RAG_LLM": "Qwen/Qwen2.5-7B-Instruct", "HF_HOME": str(volume / "huggingface")}
     (baked / "baked.txt").write_text("Qwen/Qwen2.5-7B-Instruct\nme/adapter\n", encoding="utf-8")
     env = {"RAG_LLM": "Qwen/Qwen2.5-7B-Instruct", "RAG_ADAPTER": "me/adapter"}
     choose_hf_cache(env, baked=str(baked), volume=str(volume))
