@@ -1,7 +1,7 @@
 """RunPod Hub entry point. The worker lives in runpod_worker/handler.py; this file only starts it.
 
 The Hub looks for handler.py, Dockerfile and README.md in .runpod/ or at the repository root.
-The image (.runpod/Dockerfile, the same as runpod_worker/Dockerfile) runs the worker directly.
+The image (.runpod/Dockerfile, the worker's one image) runs the worker directly.
 """
 
 import sys

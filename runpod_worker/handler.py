@@ -65,7 +65,7 @@ log = logging.getLogger("rag.runpod")
 
 MAX_CONCURRENCY_ENV = "RUNPOD_MAX_CONCURRENCY"
 VOLUME = "/runpod-volume"
-BAKED_HF_HOME = "/opt/hf"  # where runpod_worker/Dockerfile puts baked weights
+BAKED_HF_HOME = "/opt/hf"  # where .runpod/Dockerfile puts baked weights
 OPENAI_KEYS = ("openai_route", "openai_input")
 
 
@@ -324,7 +324,7 @@ def runs_local_test(argv: list[str], env: Mapping[str, str]) -> bool:
     return given or not env.get("RUNPOD_WEBHOOK_GET_JOB")
 
 
-BAKED_LIST = "baked.txt"  # the Hugging Face ids runpod_worker/Dockerfile downloaded, one a line
+BAKED_LIST = "baked.txt"  # the Hugging Face ids .runpod/Dockerfile downloaded, one a line
 
 
 def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> None:

@@ -24,7 +24,8 @@ import yaml
 from _dockerfile import Build, BuildError, Ignore, context_files, parse
 
 REPO = Path(__file__).resolve().parents[1]
-DOCKERFILES = [REPO / "runpod_worker" / "Dockerfile", REPO / ".runpod" / "Dockerfile"]
+RUNPOD_DOCKERFILE = REPO / ".runpod" / "Dockerfile"  # the worker's one image, for the Hub and local builds
+DOCKERFILES = [RUNPOD_DOCKERFILE]
 COG = yaml.safe_load((REPO / "cog.yaml").read_text(encoding="utf-8"))
 # The CUDA build PyPI serves for a Linux x86_64 torch: 2.13.0's wheel requires nvidia-cudnn-cu13 and the
 # other nvidia-*-cu13 wheels (pip's resolver shows it). Update with the torch pin in requirements.txt.
@@ -80,21 +81,21 @@ def test_dockerfile_dry_run_installs_the_project_from_what_it_copies(dockerfile,
 
 
 def test_a_missing_copy_or_an_ignored_source_fails_the_dry_run(tmp_path):
-    source = (REPO / "runpod_worker" / "Dockerfile").read_text(encoding="utf-8")
+    source = RUNPOD_DOCKERFILE.read_text(encoding="utf-8")
     broken = tmp_path / "Dockerfile"
     broken.write_text(source.replace("COPY training/ training/\n", ""), encoding="utf-8")
-    shutil.copy(REPO / "runpod_worker" / "Dockerfile.dockerignore", tmp_path / "Dockerfile.dockerignore")
+    shutil.copy(REPO / ".runpod" / "Dockerfile.dockerignore", tmp_path / "Dockerfile.dockerignore")
     image = Build(broken, REPO).layout(tmp_path / "image")
     out = _wheel(tmp_path / "image" / _install_steps(image["runs"])[0].lstrip("/"), tmp_path / "wheels")
     assert out.returncode != 0 and "training" in out.stderr  # pyproject lists the training package
     with pytest.raises(BuildError, match="COPY tests: not found in the build context .excluded by .dockerignore"):
-        Build(REPO / "runpod_worker" / "Dockerfile", REPO, build_args={"DOCS": "tests"}).layout(tmp_path / "x")
+        Build(RUNPOD_DOCKERFILE, REPO, build_args={"DOCS": "tests"}).layout(tmp_path / "x")
     with pytest.raises(BuildError, match="no such path"):
-        Build(REPO / "runpod_worker" / "Dockerfile", REPO, build_args={"DOCS": "my-pdfs"}).layout(tmp_path / "y")
+        Build(RUNPOD_DOCKERFILE, REPO, build_args={"DOCS": "my-pdfs"}).layout(tmp_path / "y")
 
 
 def test_a_docs_build_argument_bakes_that_folder(tmp_path):
-    image = Build(REPO / "runpod_worker" / "Dockerfile", REPO, build_args={"DOCS": "rag/demo"}).layout(tmp_path)
+    image = Build(RUNPOD_DOCKERFILE, REPO, build_args={"DOCS": "rag/demo"}).layout(tmp_path)
     assert image["args"]["DOCS"] == "rag/demo"
     copied = sorted(p.name for p in (tmp_path / "opt" / "rag" / "docs").iterdir())
     assert copied == sorted(p.name for p in (REPO / "rag" / "demo").iterdir() if p.name != "__pycache__")
@@ -118,7 +119,7 @@ def test_build_contexts_keep_the_clutter_out_and_what_is_served_in():
     sent = [f for f in local if not cog.excluded(f)]
     assert sent == ["predict.py", "cog.yaml", "rag/index.py", "training/replicate_train.py", "index/manifest.json",
                     "adapter/adapter_config.json"]
-    runpod = Ignore.read(REPO / "runpod_worker" / "Dockerfile.dockerignore")
+    runpod = Ignore.read(REPO / ".runpod" / "Dockerfile.dockerignore")
     assert [f for f in local if not runpod.excluded(f)] == ["predict.py", "cog.yaml", "rag/index.py",
                                                            "training/replicate_train.py",
                                                            "adapter/adapter_config.json"]
@@ -208,9 +209,9 @@ def test_hub_layout_is_complete():
     hub = REPO / ".runpod"
     for name in ("hub.json", "tests.json", "handler.py", "Dockerfile", "README.md"):
         assert (hub / name).is_file(), name
-    # one Dockerfile to edit: the Hub's copy must stay the same as the worker's
-    assert (hub / "Dockerfile").read_text(encoding="utf-8") == \
-        (REPO / "runpod_worker" / "Dockerfile").read_text(encoding="utf-8")
+    # one Dockerfile to edit: the Hub's is the worker's image, and no second copy exists
+    assert [f for f in context_files(REPO) if Path(f).name.startswith("Dockerfile")] == [
+        ".runpod/Dockerfile", ".runpod/Dockerfile.dockerignore"]
     assert "runpod_worker.handler import main" in (hub / "handler.py").read_text(encoding="utf-8")
     assert "docs/deploy-runpod.md" in (hub / "README.md").read_text(encoding="utf-8")
 
@@ -231,7 +232,7 @@ def test_hub_files_follow_the_hub_reference_and_use_real_inputs(tmp_path):
     for preset in config.get("presets", []):
         Settings.from_env({k: str(v) for k, v in preset["defaults"].items()})  # every preset is a valid config
     # the form's values replace the image's ENV: the default index is the one the image built
-    image_env = Build(REPO / ".runpod" / "Dockerfile", REPO).layout(tmp_path)["env"]
+    image_env = Build(RUNPOD_DOCKERFILE, REPO).layout(tmp_path)["env"]
     form = {e["key"]: e["input"].get("default", "") for e in config["env"]}
     assert form["RAG_INDEX_DIR"] == image_env["RAG_INDEX_DIR"]
     assert form["RAG_EMBED_MODEL"] == image_env["RAG_EMBED_MODEL"]  # the embedder the index was built with
