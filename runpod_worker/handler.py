@@ -324,7 +324,7 @@ def runs_local_test(argv: list[str], env: Mapping[str, str]) -> bool:
     return given or not env.get("RUNPOD_WEBHOOK_GET_JOB")
 
 
-BAKED_LIST = "baked.txt"  # the Hugging Face ids .runpod/Dockerfile downloaded, one a line
+BAKED_LIST = "baked.txt"  # the Hugging Face ids .runpod/Dockerfile baked (safetensors weights), one a line
 
 
 def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> None:

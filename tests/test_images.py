@@ -101,6 +101,64 @@ def test_a_docs_build_argument_bakes_that_folder(tmp_path):
     assert copied == sorted(p.name for p in (REPO / "rag" / "demo").iterdir() if p.name != "__pycache__")
 
 
+FAKE_HF = '''#!{python}
+"""`hf download REPO --exclude PATTERN ...`, offline: lays out the Hugging Face cache as the real
+command does, with the repository's files (REPOS, a JSON object) less the excluded ones."""
+import json, os, sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+args = sys.argv[1:]
+assert args[0] == "download", args
+repo, excludes = args[1], [args[i + 1] for i, a in enumerate(args) if a == "--exclude"]
+cache = Path(os.environ["HF_HOME"]) / "hub" / ("models--" + repo.replace("/", "--"))
+(cache / "refs").mkdir(parents=True, exist_ok=True)
+(cache / "refs" / "main").write_text("0" * 40)
+for name in json.loads(os.environ["REPOS"])[repo]:
+    if not any(fnmatch(name, pattern) for pattern in excludes):
+        (cache / "snapshots" / ("0" * 40) / name).parent.mkdir(parents=True, exist_ok=True)
+        (cache / "snapshots" / ("0" * 40) / name).write_text("{{}}")
+'''
+
+
+def test_baked_list_names_only_what_the_loader_can_load_offline(tmp_path):
+    """The baking step, run by sh with a fake `hf`: a repository whose weights are pickle only (.bin,
+    not downloaded) is not listed as baked, so the worker does not go offline without its weights."""
+    # as written (the shell, not Docker, expands a RUN's variables; the build arguments are its environment)
+    (run,) = [a for w, a in parse(RUNPOD_DOCKERFILE.read_text(encoding="utf-8")) if w == "RUN" and "baked.txt" in a]
+    script = re.sub(r"^(--mount=\S+\s+)+", "", run).replace("/opt/hf", str(tmp_path / "hf"))
+    script = script.replace("/run/secrets/hf_token", str(tmp_path / "no-secret"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hf").write_text(FAKE_HF.format(python=sys.executable), encoding="utf-8")
+    (bin_dir / "hf").chmod(0o755)
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+    (bin_dir / "python").chmod(0o755)
+    repos = {"org/llm-safetensors": ["config.json", "model-00001-of-00002.safetensors",
+                                     "model.safetensors.index.json", "pytorch_model.bin"],
+             "org/adapter": ["adapter_config.json", "adapter_model.safetensors"],
+             "org/embedder-bin-only": ["config.json", "modules.json", "pytorch_model.bin", "original/consolidated.pth"]}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO), "REPOS": json.dumps(repos),
+           "MODEL_ID": "org/llm-safetensors", "ADAPTER_ID": "org/adapter", "EMBED_MODEL": "org/embedder-bin-only"}
+    out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    baked = (tmp_path / "hf" / "baked.txt").read_text(encoding="utf-8").split()
+    assert baked == ["org/llm-safetensors", "org/adapter"]
+    assert "org/embedder-bin-only has no safetensors weights" in out.stderr
+    # the pickle files stayed out of the image
+    assert not [p for p in (tmp_path / "hf").rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
+
+    # and the worker reads that list: the pickle-only embedder is downloaded, so it does not go offline
+    from runpod_worker.handler import choose_hf_cache
+
+    worker_env = {"RAG_LLM": "org/llm-safetensors", "RAG_ADAPTER": "org/adapter", "RAG_EMBED_MODEL": "org/embedder-bin-only"}
+    choose_hf_cache(worker_env, baked=str(tmp_path / "hf"), volume=str(tmp_path / "no-volume"))
+    assert worker_env["HF_HOME"] == str(tmp_path / "hf") and "HF_HUB_OFFLINE" not in worker_env
+    worker_env = {"RAG_LLM": "org/llm-safetensors", "RAG_ADAPTER": "org/adapter"}
+    choose_hf_cache(worker_env, baked=str(tmp_path / "hf"), volume=str(tmp_path / "no-volume"))
+    assert worker_env["HF_HUB_OFFLINE"] == "1"
+
+
 def test_dockerignore_rules_are_dockers():
     ig = Ignore(["**/__pycache__", "/tests", "*.egg-info", "docs/*.pdf", "!docs/keep.pdf", "index"])
     assert ig.excluded("rag/__pycache__/x.pyc") and ig.excluded("__pycache__/y.pyc")
