@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rag.cli import EXIT_PARTIAL, main
+from rag.errors import InputError
 from rag.index import Index
 from rag.ingest import ingest
 from rag.load import iter_files
@@ -104,6 +105,30 @@ def test_pipe_in_a_folder_fails_like_a_pipe_named_directly(tmp_path, embedder, s
     (docs / "good.md").unlink()
     (docs / "pipe.bin").unlink()
     assert [p.name for p, _, _ in iter_files([docs]).failed] == ["pipe.md"]
+
+
+def test_symlink_loops_are_named_and_the_rest_indexed(tmp_path, embedder, settings_factory):
+    """A link to itself, two links to each other and a link to the folder itself: no crash, no hang;
+    each loop is a file that could not be read (exit 1), the folder link is followed once."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "good.md").write_text(GOOD, encoding="utf-8")
+    (docs / "a.md").symlink_to("a.md")
+    (docs / "b").symlink_to("c")
+    (docs / "c").symlink_to("b")
+    (docs / "loop").symlink_to(".")
+    listing = iter_files([docs])
+    assert [s for _, s in listing.files] == ["good.md"]
+    assert sorted((p.name, code) for p, _, code in listing.failed) == [
+        ("a.md", "unreadable"), ("b", "unreadable"), ("c", "unreadable")]
+    assert all("symlink loop" in reason for _, reason, _ in listing.failed)
+    report = ingest([str(docs)], settings_factory(tmp_path / "idx"), embedder=embedder, progress=False)
+    assert not report.ok and "a.md is a symlink loop" in report.summary()
+    assert {c.source for c in Index.open(settings_factory(tmp_path / "idx")).chunks} == {"good.md"}
+    code = main(["ingest", str(docs), "--index", str(tmp_path / "idx2"), "--quiet"])
+    assert code == EXIT_PARTIAL
+    with pytest.raises(InputError, match="symlink loop"):
+        iter_files([docs / "a.md"])
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "dev_zero"])

@@ -11,6 +11,10 @@ from ..errors import InputError
 from .registry import SUPPORTED, SUPPORTED_LIST, unsupported_reason
 from .safe import not_regular, printable
 
+def symlink_loop(name: str) -> str:
+    return f"{name} is a symlink loop (it leads back to itself): fix or remove the link."
+
+
 BAD_NAME = "the file name is not valid UTF-8: rename the file (e.g. `convmv -f cp1258 -t utf8`) and ingest again"
 
 
@@ -58,6 +62,11 @@ def iter_files(paths: list[str | Path]) -> FileList:
 
     for raw in paths:
         given = Path(raw).expanduser()
+        if given.is_symlink() and not given.exists():
+            try:
+                given.resolve()
+            except (RuntimeError, OSError):
+                raise InputError(symlink_loop(printable(raw))) from None
         if not given.exists():
             raise InputError(f"no such file or folder: {printable(raw)}")
         if given.is_dir():
@@ -106,7 +115,11 @@ def _walk(root: Path, skipped: list[tuple[Path, str]],
                 continue
             path = Path(entry.path)
             if entry.is_symlink():
-                target = path.resolve()
+                try:
+                    target = path.resolve()
+                except (RuntimeError, OSError):  # ELOOP: a link that leads back to itself
+                    failed.append((path, symlink_loop(printable((rel / name).as_posix())), "unreadable"))
+                    continue
                 if not target.exists():
                     skipped.append((path, "broken symlink"))
                     continue
