@@ -601,6 +601,8 @@ def write_index(settings: Settings, manifest: Manifest, chunks: list[Chunk], vec
     except BaseException as e:
         if root is not None and not published:
             shutil.rmtree(root, ignore_errors=True)
+        if isinstance(e, Exception) and _is_read_only(e):
+            raise _read_only(directory, _is_read_only(e)) from e
         if isinstance(e, Exception) and _is_disk_full(e):
             raise IndexError_(
                 f"the disk holding {directory} is full: the new index was not written and the previous one is "
@@ -655,6 +657,40 @@ def _publish(directory: Path, manifest: Manifest) -> None:
         os.replace(tmp, directory / MANIFEST)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EROFS, errno.EPERM)
+
+
+def _is_read_only(e: BaseException) -> OSError | None:
+    """The permission error (EACCES, EROFS, EPERM) in ``e``'s chain, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _READ_ONLY_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _read_only(directory: Path, e: OSError) -> IndexError_:
+    return IndexError_(f"cannot write the index at {directory} ({e.strerror or e}): `rag ingest` needs a writable "
+                       f"directory — make it writable or choose another --index / RAG_INDEX_DIR; the previous index "
+                       "is kept, and serving can read a read-only one.", code="index_read_only")
+
+
+def _probe_writable(directory: Path) -> None:
+    """Fail before any work when the index directory cannot be written (a read-only mount, no permission)."""
+    if not directory.is_dir():
+        return
+    probe = directory / f".write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        if e.errno in _READ_ONLY_ERRNOS:
+            raise _read_only(directory, e) from e
         raise
 
 
@@ -750,9 +786,9 @@ def index_lock(settings: Settings, directory: Path | None = None) -> Iterator[No
             "Try again when it finishes (or raise RAG_LOCK_TIMEOUT)."
         ) from e
     except OSError as e:
-        raise IndexError_(f"cannot write the index at {directory} ({e.strerror}): ingest needs a writable "
-                          "directory; serving can read a read-only one.", code="index_read_only") from e
+        raise _read_only(directory, e) from e
     try:
+        _probe_writable(directory)
         _clean_stale(directory)
         yield
     finally:

@@ -86,3 +86,60 @@ def test_non_root_read_only_copy(demo_index_dir, tmp_path, settings_factory):
     finally:
         for p in [copy, *copy.rglob("*")]:
             p.chmod(p.stat().st_mode | 0o200)
+
+
+DOC_A = "# Quy định A\n\nĐiều 1. Học phí\nHọc phí đóng theo học kỳ.\n"
+DOC_B = "# Quy định B\n\nĐiều 1. Học bổng\nHọc bổng xét theo điểm trung bình.\n"
+
+
+def test_ingest_into_an_unwritable_index_is_index_read_only(tmp_path, embedder, settings_factory, monkeypatch):
+    """A permission error while the new build is written (EACCES, EROFS, EPERM) is the clear error, the
+    previous index is kept; before, it was internal_error."""
+    import errno
+
+    import rag.index
+    from rag.errors import IndexError_
+    from rag.ingest import ingest
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text(DOC_A, encoding="utf-8")
+    s = settings_factory(tmp_path / "idx")
+    assert ingest([str(docs)], s, embedder=embedder, progress=False).ok
+    (docs / "b.md").write_text(DOC_B, encoding="utf-8")
+    for err in (errno.EACCES, errno.EROFS, errno.EPERM):
+        def refuse(directory, err=err):
+            raise OSError(err, os.strerror(err), str(directory / "v-000002"))
+
+        monkeypatch.setattr(rag.index, "_new_data_dir", refuse)
+        with pytest.raises(IndexError_) as info:
+            ingest([str(docs)], s, embedder=embedder, progress=False)
+        assert info.value.code == "index_read_only", info.value
+        assert "needs a writable directory" in str(info.value) and "previous index is kept" in str(info.value)
+    assert {c.source for c in Index.open(s).chunks} == {"a.md"}
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -rm` (user and mount namespaces) for a read-only bind "
+                                             "mount")
+def test_cli_ingest_into_a_read_only_mount_whose_parent_is_writable(tmp_path):
+    docs, idx = tmp_path / "docs", tmp_path / "idx"
+    docs.mkdir()
+    (docs / "a.md").write_text(DOC_A, encoding="utf-8")
+    py = sys.executable
+    script = f"""
+'{py}' -m rag.cli ingest '{docs}' --index '{idx}' --quiet > /dev/null || exit 90
+printf '{DOC_B}' > '{docs}/b.md'
+mount --bind '{idx}' '{idx}' && mount -o remount,ro,bind '{idx}' || exit 91
+'{py}' -m rag.cli ingest '{docs}' --index '{idx}' --quiet
+echo "exit=$?"
+'{py}' -m rag.cli search 'học phí' --index '{idx}' --json --top-k 5
+"""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "exit=3", proc.stdout + proc.stderr
+    assert "error [index_read_only]" in proc.stderr and "needs a writable directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    hits = json.loads(lines[-1])["hits"]
+    assert {h["citation"]["source"] for h in hits} == {"a.md"}
