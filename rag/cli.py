@@ -65,17 +65,17 @@ def cmd_search(args) -> int:
     if bool(args.question) == bool(args.queries):
         raise InputError("give either a question or --queries FILE (one question per line), not both or neither.")
     queries = _read_queries(Path(args.queries)) if args.queries else None  # a bad file fails before models load
+    from .render import citation_label, retrieval_dict
+
     pipe = _pipeline(args, load_llm=False)
     if queries is not None:
         for line in queries:
             if line.strip():
-                print(_dump(pipe.search(line, args.top_k).to_dict()), flush=True)
+                print(_dump(retrieval_dict(pipe.search(line, args.top_k))), flush=True)
         return 0
-    from .render import citation_label
-
     result = pipe.search(args.question, args.top_k)
     if args.json:
-        print(_dump(result.to_dict()))
+        print(_dump(retrieval_dict(result)))
         return 0
     if not result.hits:
         print("(no results)")
@@ -132,10 +132,12 @@ def _print_answer(pipe, req):
 
 
 def cmd_ask(args) -> int:
+    from .render import answer_dict
+
     pipe = _pipeline(args)
     req = _request(args, args.question)
     if args.json:
-        print(_dump(pipe.answer(req).to_dict()))
+        print(_dump(answer_dict(pipe.answer(req))))
         return 0
     final = _print_answer(pipe, req)
     if args.full:
@@ -154,6 +156,7 @@ def _print_full(pipe, answer) -> None:
 
 
 def cmd_chat(args) -> int:
+    from .render import answer_dict
     from .texts import CHAT_GREETING
 
     pipe = _pipeline(args)
@@ -181,7 +184,7 @@ def cmd_chat(args) -> int:
         try:
             if args.json:  # one JSON object per answer, "query" included
                 final = pipe.answer(_request(args, question, history[-8:]))
-                print(_dump(final.to_dict()), flush=True)
+                print(_dump(answer_dict(final)), flush=True)
             else:
                 final = _print_answer(pipe, _request(args, question, history[-8:]))
                 if final.query and final.query != question:

@@ -73,9 +73,6 @@ class Quote:
     text: str
     chunk_id: str
 
-    def to_dict(self) -> dict:
-        return {"path": self.path, "text": self.text, "chunk_id": self.chunk_id, "citation": self.citation.to_dict()}
-
 
 def _first_clause(clause: str | None) -> int:
     m = re.match(r"\d+", clause or "")

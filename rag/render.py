@@ -6,9 +6,10 @@
   Cog runner's text output): the sources heading, "[1] <label>" lines and a note on the Điều
   the answer named that were not retrieved; ``answer_from_text`` reads an answer
   with that block back into an ``Answer``.
-- ``answer_json``: ``Answer.to_dict()`` plus the retrieved passages (the Cog
-  runner's JSON output); ``answer_from_dict`` reads ``Answer.to_dict()`` back
-  (what the RunPod worker sends).
+- ``answer_dict``: an Answer as a JSON object (what ``rag ask --json``, ``rag chat --json`` and the
+  RunPod worker send); ``answer_json``: that plus the retrieved passages (the Cog runner's JSON
+  output); ``answer_from_dict`` reads either back. ``hit_dict`` / ``retrieval_dict``: a retrieved
+  passage and a search result (``rag search --json``). The JSON forms are written here only.
 - ``message_text`` / ``message_block``: a chat message (OpenAI route, web chat
   bubble): the answer, then the sources its text does not already quote;
   ``sources``: the ``sources`` field of an OpenAI response.
@@ -25,12 +26,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .chunk import SEP
 from .texts import (FOOTER_MODE, FOOTER_MODES, FOOTER_TIMINGS, FOOTER_TOKENS, SOURCES_HEADING, UNSUPPORTED_NOTE,
                     is_refusal)
 from .types import Answer, Citation, Hit
+
+if TYPE_CHECKING:
+    from .extractive import Quote
+    from .retrieve import Retrieval
 
 CITATION_FIELDS = ("document", "source", "page", "chapter", "article", "article_title", "clause", "point")
 
@@ -183,18 +188,49 @@ def sources(answer: Answer) -> list[dict]:
 # -- JSON ------------------------------------------------------------------------------------------------
 
 
+def hit_dict(hit: Hit, *, text: bool = True) -> dict[str, Any]:
+    """A retrieved passage: rank, score, its text (the header path, then the body) unless ``text`` is
+    False, id and citation."""
+    out: dict[str, Any] = {"rank": hit.rank, "score": round(hit.score, 6)}
+    if text:
+        out["text"] = hit.chunk.full_text
+    return out | {"id": hit.chunk.id, "citation": hit.chunk.citation().to_dict()}
+
+
+def retrieval_dict(result: Retrieval) -> dict[str, Any]:
+    """A search result: the question, what was searched, and the passages with their text."""
+    return {"question": result.question, "query": result.query or result.question,
+            "hits": [hit_dict(h) for h in result.hits]}
+
+
+def quote_dict(quote: Quote) -> dict[str, Any]:
+    """One quoted part of an extractive answer: where it stands, its text, its passage and citation."""
+    return {"path": quote.path, "text": quote.text, "chunk_id": quote.chunk_id, "citation": quote.citation.to_dict()}
+
+
+def answer_dict(answer: Answer) -> dict[str, Any]:
+    """An Answer as a JSON object: the text, refusal, citations, quotes, usage and timings (ms)."""
+    return {
+        "answer": answer.text,
+        "refused": answer.refused,
+        "citations": [c.to_dict() for c in answer.citations],
+        "unsupported_citations": list(answer.unsupported_citations),
+        "mode": answer.mode,
+        "finish_reason": answer.finish_reason,
+        "query": answer.query,
+        "quotes": [quote_dict(q) for q in answer.quotes],
+        "usage": dict(answer.usage),
+        "timings": {k: round(v, 2) for k, v in answer.timings.items()},
+    }
+
+
 def answer_json(answer: Answer) -> dict[str, Any]:
-    """``Answer.to_dict()`` plus ``passages``: every retrieved passage with rank, score, id and citation."""
-    out = answer.to_dict()
-    out["passages"] = [
-        {"rank": h.rank, "score": round(h.score, 6), "id": h.chunk.id, "citation": h.chunk.citation().to_dict()}
-        for h in answer.hits
-    ]
-    return out
+    """``answer_dict`` plus ``passages``: every retrieved passage with rank, score, id and citation."""
+    return answer_dict(answer) | {"passages": [hit_dict(h, text=False) for h in answer.hits]}
 
 
 def answer_from_dict(data: Mapping[str, Any]) -> Answer:
-    """``Answer.to_dict()`` (or ``answer_json``) back into an ``Answer``, without passages."""
+    """``answer_dict`` (or ``answer_json``) back into an ``Answer``, without passages."""
     citations = []
     for c in data.get("citations") or []:
         if isinstance(c, Mapping) and c.get("document"):
@@ -274,5 +310,6 @@ def sources_panel(answer: Answer) -> SourcesPanel:
 
 
 __all__ = ["citation_label", "citation_from_label", "sources_block", "answer_from_text", "terminal_sources",
-           "message_block", "message_text", "sources", "answer_json", "answer_from_dict", "sources_panel",
+           "message_block", "message_text", "sources", "answer_dict", "answer_json", "answer_from_dict", "hit_dict",
+           "retrieval_dict", "quote_dict", "sources_panel",
            "SourcesPanel", "PanelSource", "footer"]

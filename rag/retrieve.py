@@ -88,10 +88,6 @@ class Retrieval:
     levels: list[str] = field(default_factory=list)  # the programme levels the ranking favoured
     features: dict[str, float] = field(default_factory=dict)  # the answerability decision's inputs
 
-    def to_dict(self) -> dict:
-        return {"question": self.question, "query": self.query or self.question,
-                "hits": [h.to_dict() for h in self.hits]}
-
     def refusal_text(self) -> str:
         """The refusal sentence, why, and what the documents do cover nearest the question."""
         out = REFUSAL

@@ -1,4 +1,7 @@
-"""Small dataclasses passed between stages: Page, Document, Chunk, Citation, Hit, Answer."""
+"""Small dataclasses passed between stages: Page, Document, Chunk, Citation, Hit, Answer.
+
+Out of scope: their text and JSON forms (rag/render.py).
+"""
 
 from __future__ import annotations
 
@@ -115,15 +118,6 @@ class Hit:
     lexical: float | None = None  # BM25 score
     rerank: float | None = None  # cross-encoder score when a reranker is configured
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "score": round(self.score, 6),
-            "text": self.chunk.full_text,
-            "id": self.chunk.id,
-            "citation": self.chunk.citation().to_dict(),
-        }
-
 
 @dataclass
 class Answer:
@@ -139,17 +133,3 @@ class Answer:
     finish_reason: str | None = None  # stop | length | cancelled (LLM answers)
     query: str | None = None  # what was searched: the question, or a follow-up rewritten as a standalone query
     quotes: list[Any] = field(default_factory=list)  # extractive answers: rag.extractive.Quote, in answer order
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "answer": self.text,
-            "refused": self.refused,
-            "citations": [c.to_dict() for c in self.citations],
-            "unsupported_citations": list(self.unsupported_citations),
-            "mode": self.mode,
-            "finish_reason": self.finish_reason,
-            "query": self.query,
-            "quotes": [q.to_dict() for q in self.quotes],
-            "usage": dict(self.usage),
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
-        }

@@ -15,7 +15,7 @@ Job input, one of:
   and ``stream`` (default false). ``rag.request.from_inputs`` maps them onto the one
   validated request. Output: with ``stream`` the text in pieces ``{"text": "..."}``,
   then always one final object ``{"answer", "refused", "citations", "usage",
-  "timings", …}`` (``Answer.to_dict()``).
+  "timings", …}`` (``rag.render.answer_dict``).
   Deprecated, for one release: the old names (``question``, ``top_k`` meaning passages,
   ``max_new_tokens``, ``stop``, and the other ``AskRequest`` fields). A job whose input
   has ``question`` is read the old way, and its final object carries ``warnings``
@@ -59,6 +59,7 @@ from typing import Any, AsyncIterator
 
 from rag.config import Settings, log_level
 from rag.errors import ConfigError, InputError
+from rag.render import answer_dict
 from rag.request import AskRequest, from_inputs
 
 log = logging.getLogger("rag.runpod")
@@ -276,7 +277,7 @@ class Worker:
                 if job.stream:
                     yield {"text": event.text}
             else:
-                final = event.answer.to_dict()
+                final = answer_dict(event.answer)
                 if job.warnings:
                     final["warnings"] = job.warnings
                 yield final

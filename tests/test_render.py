@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.render import (answer_from_dict, answer_from_text, answer_json, citation_from_label, citation_label,
-                        message_block, message_text, sources, sources_block, sources_panel, terminal_sources)
+from rag.render import (answer_dict, answer_from_dict, answer_from_text, answer_json, citation_from_label,
+                        citation_label, hit_dict, message_block, message_text, retrieval_dict, sources, sources_block,
+                        sources_panel, terminal_sources)
 from rag.texts import REFUSAL, SOURCES_HEADING
 from rag.types import Answer, Chunk, Citation, Hit
 
@@ -99,6 +100,33 @@ def test_the_json_answer_reads_back():
     back = answer_from_dict(data)
     assert (back.text, back.refused, back.citations, back.usage, back.timings, back.unsupported_citations,
             back.mode, back.finish_reason) == (a.text, False, [c], a.usage, a.timings, ["Điều 99"], "llm", "stop")
+
+
+def test_the_json_forms_have_one_writer():
+    """answer_json is answer_dict plus the passages, a passage is hit_dict without its text, and a search
+    result lists hit_dict: one writer for the CLI, Cog and RunPod forms; the dataclasses write none."""
+    from rag.extractive import Quote
+    from rag.retrieve import Retrieval
+
+    c = Citation(QCDT, "qcdt.pdf", 4, "Chương II", "10", "Cảnh báo học tập", "2", None)
+    hits = [_hit(c, 1, 0.9123456789), _hit(c, 2, 0.5)]
+    quote = Quote(citation=c, path="Quy chế đào tạo › Điều 10 › Khoản 2", text="nội dung 1", chunk_id="c1")
+    a = Answer("Theo Điều 10 …", False, [c], hits=hits, timings={"total_ms": 1.23456}, quotes=[quote], query="q")
+    plain = answer_dict(a)
+    assert list(plain) == ["answer", "refused", "citations", "unsupported_citations", "mode", "finish_reason",
+                           "query", "quotes", "usage", "timings"]
+    assert plain["quotes"] == [{"path": quote.path, "text": "nội dung 1",
+                                "chunk_id": "c1", "citation": c.to_dict()}]
+    assert plain["timings"] == {"total_ms": 1.23}
+    full = answer_json(a)
+    assert {k: v for k, v in full.items() if k != "passages"} == plain
+    assert full["passages"] == [{k: v for k, v in hit_dict(h).items() if k != "text"} for h in hits]
+    assert hit_dict(hits[0]) == {"rank": 1, "score": 0.912346, "text": hits[0].chunk.full_text, "id": "c1",
+                                 "citation": c.to_dict()}
+    result = Retrieval(question="câu hỏi", hits=hits, relevance=0.9, refused=False)
+    assert retrieval_dict(result) == {"question": "câu hỏi", "query": "câu hỏi", "hits": [hit_dict(h) for h in hits]}
+    for kind in (Answer, Hit, Quote, Retrieval):
+        assert not hasattr(kind, "to_dict"), kind
 
 
 def test_the_sources_panel_data():

@@ -12,7 +12,7 @@ it talks to.
   are read back from it (``rag.render.answer_from_text``).
 - ``RunPodBackend`` calls an endpoint running ``runpod_worker/`` with the
   official ``runpod`` client (key from ``RUNPOD_API_KEY``), native input with
-  ``stream: true``: text pieces, then the final ``Answer.to_dict()`` object.
+  ``stream: true``: text pieces, then the final ``rag.render.answer_dict`` object.
 
 The client libraries are imported when a remote backend is built, never at
 import; tests hand the backend their own client object. Any failure of a remote
