@@ -347,7 +347,11 @@ def choose_hf_cache(env, baked: str = BAKED_HF_HOME, volume: str = VOLUME) -> No
         if not env.get("HF_HOME") and os.path.isdir(volume) and os.access(volume, os.W_OK):
             env["HF_HOME"] = os.path.join(volume, "huggingface")
         return
-    named = [env.get(k, "").strip() for k in ("RAG_LLM", "RAG_ADAPTER", "RAG_EMBED_MODEL", "RAG_RERANKER")]
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError:
+        return  # the worker's setup reports the bad setting and exits before anything downloads
+    named = (settings.llm, settings.adapter, settings.embed_model, settings.reranker)
     hub_ids = {n for n in named if n and n != DEFAULT_EMBED_MODEL and _is_hub_id(n)}
     env.setdefault("HF_HOME", baked)
     if hub_ids <= have:

@@ -490,6 +490,19 @@ def test_hf_cache_is_the_baked_one_else_the_network_volume(tmp_path):
     env = {}
     choose_hf_cache(env, baked=str(tmp_path / "none"), volume=str(tmp_path / "absent"))
     assert env == {}
+    # the names come from Settings: a bad combination changes nothing here (setup reports it and exits)
+    env = {"RAG_ADAPTER": "me/adapter"}
+    choose_hf_cache(env, baked=str(baked), volume=str(volume))
+    assert env == {"RAG_ADAPTER": "me/adapter"}
+
+
+def test_the_worker_reads_rag_settings_only_through_settings():
+    import ast
+
+    tree = ast.parse(HANDLER.read_text(encoding="utf-8"))
+    named = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and re.fullmatch(r"RAG_[A-Z0-9_]+", n.value)]
+    assert named == []  # rag.config.Settings is the only reader of RAG_* variables
 
 
 def test_new_input_names_and_the_old_ones_for_one_release(worker):
