@@ -87,7 +87,7 @@ class Runner(BaseRunner):
         system_prompt: str = Input(description="Replaces the default system prompt; empty: the default.", default="", max_length=8000),
         max_tokens: int = Input(description="Most tokens the LLM may generate.", default=512, ge=1, le=2048),
         temperature: float = Input(description="Sampling temperature; 0 = greedy (deterministic).", default=0.0, ge=0.0, le=2.0),
-        top_p: float = Input(description="Nucleus sampling: the probability mass kept; 1 = off.", default=1.0, ge=0.0, le=1.0),
+        top_p: float = Input(description="Nucleus sampling: the probability mass kept; 1 = off, 0 = the most likely token only.", default=1.0, ge=0.0, le=1.0),
         top_k: int = Input(description="Sampling: keep only the k most likely tokens; 0 = off.", default=0, ge=0, le=1000),
         stop_sequences: str = Input(description="Up to 4 stop sequences, comma-separated (or a JSON array).", default=""),
         seed: Optional[int] = Input(description="Sampling seed; empty = random.", default=None, ge=0, le=4294967295),

@@ -306,16 +306,17 @@ _STATUS = {"invalid_input": 400, "bad_config": 422, "adapter_mismatch": 422, "we
            "worker_not_ready": 503, "out_of_memory": 503}
 
 
-def error_response(exc: BaseException, status: int | None = None) -> tuple[int, dict]:
+def error_response(exc: BaseException, status: int | None = None, code: str | None = None) -> tuple[int, dict]:
     """(HTTP status, ``{"error": {"message", "type", "param", "code"}}``) for ``exc``, as OpenAI answers.
 
     The message is ``rag.errors.public_message``'s: no traceback, path or host name. ``param`` is the
-    request field the message names first (``'max_tokens'=0 is out of range`` → ``max_tokens``)."""
+    request field the message names first (``'max_tokens'=0 is out of range`` → ``max_tokens``).
+    ``code`` replaces the error's own (``worker_not_ready`` for a request to a worker whose setup failed)."""
     import re
 
     from .errors import error_code, public_message
 
-    code = error_code(exc)
+    code = code or error_code(exc)
     status = status or _STATUS.get(code, 500)
     message = public_message(exc)
     m = re.search(r"(?:^|: )'([A-Za-z_]+)(?=['\[.])", message) if status < 500 else None

@@ -68,9 +68,7 @@ class AskRequest:
             self.max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, settings.max_new_tokens_limit)
         self.max_new_tokens = _int("max_new_tokens", self.max_new_tokens, 1, settings.max_new_tokens_limit)
         self.temperature = _float("temperature", self.temperature, *TEMPERATURE_RANGE)
-        self.top_p = _float("top_p", self.top_p, 0.0, 1.0)
-        if self.top_p <= 0.0:
-            raise InputError("'top_p' must be in (0, 1]: use 1.0 to turn nucleus sampling off.")
+        self.top_p = _float("top_p", self.top_p, 0.0, 1.0)  # 0 keeps only the most likely token
         self.sampling_top_k = _int("sampling_top_k", self.sampling_top_k, 0, 1000)
         self.repetition_penalty = _float("repetition_penalty", self.repetition_penalty, 0.5, 2.0)
         if isinstance(self.stop, str):

@@ -26,9 +26,10 @@ Job input, one of:
   ``chat.completion.chunk`` objects ending with ``data: [DONE]`` (see
   ``rag.openai_compat`` for the ``sources`` field and the sources block).
 
-Errors, whatever their cause, are one object ``{"error": "<code>: <message>"}``
-yielded as the last output (the SDK turns it into a failed job); the handler
-never raises. A fatal CUDA error also sets ``refresh_worker`` so RunPod
+Errors, whatever their cause, are one object yielded as the last output (the SDK turns
+it into a failed job); the handler never raises. A native job gets ``{"error": "<code>: <message>"}``;
+a job on the OpenAI routes gets OpenAI's error object, ``{"error": {"message", "type", "param",
+"code"}}`` (``rag.openai_compat.error_response``), as an OpenAI client expects from that route. A fatal CUDA error also sets ``refresh_worker`` so RunPod
 replaces this worker after the job.
 
 Start-up: ``main()`` loads and warms up everything before the SDK takes a job; when that
@@ -95,6 +96,12 @@ def resolve_sources(settings: Settings, volume: str = VOLUME) -> Settings:
     if settings.weights_cache_dir is None and os.path.isdir(volume) and os.access(volume, os.W_OK):
         settings = settings.with_(weights_cache_dir=Path(volume) / "rag" / "weights")
     return resolve_deployment(settings)
+
+
+def is_openai_job(job: Any) -> bool:
+    """Whether ``job`` came in on the platform's ``/openai/v1`` routes (its errors then take OpenAI's shape)."""
+    data = job.get("input") if isinstance(job, Mapping) else None
+    return isinstance(data, Mapping) and any(k in data for k in OPENAI_KEYS)
 
 
 def parse_job(job: Any, settings: Settings):
@@ -210,6 +217,7 @@ class Worker:
         from rag.errors import is_fatal_device_error, public_message
 
         cancel = threading.Event()
+        openai = is_openai_job(job)
         try:
             if self.startup_error is not None:
                 raise _NotReady(self.startup_error)
@@ -233,8 +241,14 @@ class Worker:
                 log.error("job %s failed", _job_id(job), exc_info=cause)
             elif getattr(cause, "detail", None):  # the reason the client is not told (rag.errors.RagError.detail)
                 log.warning("job %s: %s", _job_id(job), cause.detail)
-            message = public_message(cause)
-            yield {"error": f"worker_not_ready: {message}" if isinstance(e, _NotReady) and not fatal else message}
+            not_ready = isinstance(e, _NotReady) and not fatal
+            if openai:
+                from rag.openai_compat import error_response
+
+                yield error_response(cause, code="worker_not_ready" if not_ready else None)[1]
+            else:
+                message = public_message(cause)
+                yield {"error": f"worker_not_ready: {message}" if not_ready else message}
         finally:
             cancel.set()  # the client left or the job was stopped: stop generating
 

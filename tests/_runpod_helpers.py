@@ -151,11 +151,10 @@ def openai_shim(handler):
         return isinstance(out, dict) and "error" in out
 
     def error_response(out) -> JSONResponse:
-        message = str(out["error"])
-        code = message.split(":", 1)[0]
-        status = 400 if code == "invalid_input" else 500
-        kind = "invalid_request_error" if status == 400 else "server_error"
-        return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+        # the worker's OpenAI error object, as it is; a handler that raised gives a bare string (a bug)
+        error = out["error"]
+        assert isinstance(error, dict), error
+        return JSONResponse(out, status_code=400 if error["type"] == "invalid_request_error" else 500)
 
     @app.get("/openai/v1/models")
     async def models():
@@ -175,7 +174,7 @@ def openai_shim(handler):
                 yield first
                 async for out in gen:
                     if is_error(out):
-                        yield f"data: {json.dumps({'error': {'message': out['error']}})}\n\n"
+                        yield f"data: {json.dumps(out)}\n\n"
                         return
                     yield out
 

@@ -92,8 +92,7 @@ def test_bounds_and_defaults_are_the_validators():
             if bound is None:
                 continue
             value = int(bound) if f.type.kind == "integer" else bound
-            if not (name == "top_p" and bound == 0.0):  # the validator wants (0, 1]: 0 gets its own message
-                ok(name, value)
+            ok(name, value)
             with pytest.raises(InputError, match=f"'{name}'"):
                 ok(name, value + outside)
             checked += 1
@@ -103,8 +102,6 @@ def test_bounds_and_defaults_are_the_validators():
                 ok(name, "x" * (f.max_length + 1))
             checked += 1
     assert checked >= 12
-    with pytest.raises(InputError, match="'top_p' must be in"):
-        ok("top_p", 0.0)
     default = AskRequest.from_dict({"question": "q"}, settings)
     assert fields["max_tokens"].default == default.max_new_tokens
     assert fields["temperature"].default == default.temperature

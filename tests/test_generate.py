@@ -449,6 +449,7 @@ def test_sampling_knobs_reach_the_sampler(chat_gen):
     # top-k 1 or a tiny nucleus leaves only the argmax: sampling must then equal greedy, whatever the seed
     assert chat_gen.stream(text, req(max_new_tokens=20, temperature=1.0, sampling_top_k=1, seed=3)).read() == greedy
     assert chat_gen.stream(text, req(max_new_tokens=20, temperature=1.5, top_p=1e-6, seed=4)).read() == greedy
+    assert chat_gen.stream(text, req(max_new_tokens=20, temperature=1.5, top_p=0.0, seed=5)).read() == greedy
     assert chat_gen.stream(text, req(max_new_tokens=20, repetition_penalty=1.8)).read() != greedy
 
 

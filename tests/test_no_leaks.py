@@ -116,8 +116,12 @@ def test_runpod_handler(case, demo_pipeline):
                        "openai_input": {"model": "m", "messages": to_object(_messages(question, history))}}):
         outs = _runpod(worker, job_input)
         assert len(outs) == 1 and set(outs[0]) == {"error"}, str(outs)[:500]
-        assert outs[0]["error"].startswith("invalid_input: "), outs[0]
-        assert_clean(outs[0]["error"])
+        error = outs[0]["error"]
+        if "openai_route" in job_input:  # OpenAI's error object on the OpenAI route
+            assert error["code"] == "invalid_input" and error["type"] == "invalid_request_error", error
+            error = error["message"]
+        assert error.startswith("invalid_input: "), outs[0]
+        assert_clean(error)
 
 
 def test_runpod_handler_internal_fault(demo_pipeline, caplog):

@@ -127,9 +127,11 @@ def test_runpod_native_and_openai_routes(demo_pipeline, q):
             "openai_input": {"model": "m", "messages": [{"role": "user", "content": q}]}}
     for job_input in ({"prompt": q}, chat):
         (out,) = _runpod(worker, job_input)
-        assert set(out) == {"error"} and out["error"].startswith("invalid_input: "), out
-        assert "has no words" in out["error"] or "contains invalid characters" in out["error"]
-        assert "Traceback" not in out["error"]
+        assert set(out) == {"error"}, out
+        message = out["error"]["message"] if job_input is chat else out["error"]
+        assert message.startswith("invalid_input: "), out
+        assert "has no words" in message or "contains invalid characters" in message
+        assert "Traceback" not in message
 
 
 def test_rag_serve_answers_400(demo_pipeline):

@@ -35,7 +35,7 @@ def test_defaults_and_trimming():
         ({"max_new_tokens": 5000}, "allowed 1 to 2048"),
         ({"temperature": math.nan}, "finite"),
         ({"temperature": -0.1}, "temperature"),
-        ({"top_p": 0.0}, "(0, 1]"),
+        ({"top_p": -0.1}, "'top_p'=-0.1 is out of range"),
         ({"top_p": 1.5}, "top_p"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
         ({"stop": [""]}, "non-empty"),

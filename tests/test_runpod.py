@@ -79,6 +79,19 @@ def assert_error_shape(out, code: str = "invalid_input") -> str:
     return message
 
 
+def assert_openai_error(out, code: str = "invalid_input") -> str:
+    """OpenAI's error object, as the OpenAI routes answer: {"error": {"message", "type", "param", "code"}}."""
+    assert isinstance(out, dict) and set(out) == {"error"}, out
+    err = out["error"]
+    assert isinstance(err, dict) and set(err) == {"message", "type", "param", "code"}, err
+    assert err["code"] == code, err
+    assert err["type"] == ("invalid_request_error" if code == "invalid_input" else "server_error"), err
+    # the same clean message the native route gives; a worker that is not ready gives its setup's error
+    cause = err["message"].split(":", 1)[0] if code == "worker_not_ready" else code
+    assert_error_shape({"error": err["message"]}, cause)
+    return err["message"]
+
+
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def worker(demo_pipeline) -> Worker:
@@ -179,7 +192,7 @@ BAD_NATIVE = [
     # the SDK's rp_validator would let this one through (a value of the default's type skips constraints)
     ({"prompt": GRADUATION, "max_tokens": 5000}, "'max_tokens'=5000 is out of range"),
     ({"prompt": GRADUATION, "temperature": -0.5}, "'temperature'=-0.5 is out of range"),
-    ({"prompt": GRADUATION, "top_p": 0}, "'top_p' must be in (0, 1]"),
+    ({"prompt": GRADUATION, "top_p": -0.5}, "'top_p'=-0.5 is out of range: allowed 0.0 to 1.0"),
     ({"prompt": GRADUATION, "seed": -1}, "'seed'=-1 is out of range"),
     ({"prompt": GRADUATION, "stop_sequences": ["a", "b", "c", "d", "e"]}, "'stop_sequences' has 5 sequences"),
     ({"prompt": GRADUATION, "stream": "yes"}, "'stream' must be true or false"),
@@ -236,10 +249,10 @@ BAD_OPENAI = [
 
 
 @pytest.mark.parametrize("job_input, needle", BAD_OPENAI)
-def test_bad_openai_input_is_one_error_object(worker, job_input, needle):
+def test_bad_openai_input_is_one_openai_error_object(worker, job_input, needle):
     outs = run(worker, job_input)
     assert len(outs) == 1
-    assert needle in assert_error_shape(outs[0])
+    assert needle in assert_openai_error(outs[0])
 
 
 def test_unexpected_failure_hides_its_text(demo_pipeline):
@@ -285,7 +298,8 @@ def test_a_worker_object_whose_setup_failed_answers_every_job_with_the_cause(tmp
     assert w.pipeline is None and isinstance(w.startup_error, IndexError_)
     for job_input in ({"prompt": GRADUATION}, chat(), {"openai_route": "/v1/models"}):
         (out,) = run(w, job_input)
-        message = assert_error_shape(out, "worker_not_ready")
+        check = assert_error_shape if "prompt" in job_input else assert_openai_error
+        message = check(out, "worker_not_ready")
         assert "index" in message and "<path>" in message and str(tmp_path) not in message
 
 
@@ -917,5 +931,7 @@ def test_openai_client_sees_a_bad_request(openai_clients):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="x", messages=[{"role": "user", "content": GRADUATION}], max_tokens=0)
     assert "'max_tokens'=0 is out of range" in str(e.value)
+    # the worker's own OpenAI error object reaches the client: its code and the field it names
+    assert (e.value.code, e.value.param, e.value.type) == ("invalid_input", "max_tokens", "invalid_request_error")
     with pytest.raises(openai.BadRequestError, match="the last message must have role 'user'"):
         client.chat.completions.create(model="x", messages=[{"role": "assistant", "content": "x"}], stream=True)
