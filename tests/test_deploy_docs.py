@@ -71,6 +71,51 @@ def _check_input(guide: str, body: dict) -> None:
         parse_chat(body, Settings())
 
 
+def _check_cog(words: list[str]) -> None:
+    """cog's own flags for the subcommands the guides use; `-i name=value` names an input of the entry."""
+    sub, rest = words[1], words[2:]
+    flags = {"login": set(), "build": {"-t"}, "push": set(), "predict": {"-i"}, "train": {"-i"}}
+    assert sub in flags, words
+    positional = [w for i, w in enumerate(rest) if not w.startswith("-") and (i == 0 or rest[i - 1] not in flags[sub])]
+    assert {w for w in rest if w.startswith("-")} <= flags[sub], words
+    if sub == "push":  # Replicate's registry: r8.im/<owner>/<model>
+        assert len(positional) == 1 and re.fullmatch(r"r8\.im/[^/\s]+/[^/\s]+", positional[0]), words
+    else:
+        assert not positional, words
+    if sub in ("predict", "train"):
+        file, target = COG["predict" if sub == "predict" else "train"].split(":")
+        names = set(read_entry(REPO / file, target).by_name())
+        given = {rest[i + 1].split("=", 1)[0] for i, w in enumerate(rest) if w == "-i"}
+        assert given and given <= names, given - names
+
+
+def _check_pip(words: list[str]) -> None:
+    """`pip install` of this project, with extras that pyproject.toml declares."""
+    import tomllib
+
+    assert words[1] == "install", words
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    targets = [w for w in words[2:] if not w.startswith("-")]
+    assert targets, words
+    for target in targets:
+        m = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+        assert m, f"pip installs something other than this project: {target}"
+        assert set(filter(None, (m.group(1) or "").split(","))) <= set(extras), target
+
+
+def test_the_cog_and_pip_checks_refuse_what_the_tools_would():
+    for bad in (["cog", "push", "myimage"], ["cog", "build", "--tag-typo", "x"], ["cog", "predict", "-i", "question=x"],
+                ["cog", "train", "-i", "dataset=@x"], ["cog", "deploy"]):
+        with pytest.raises(AssertionError):
+            _check_cog(bad)
+    for bad in (["pip", "install", ".[gpu]"], ["pip", "install", "torch"], ["pip", "uninstall", "x"]):
+        with pytest.raises(AssertionError):
+            _check_pip(bad)
+    _check_cog(["cog", "predict", "-i", "prompt=Học bổng?", "-i", "num_passages=3"])
+    _check_cog(["cog", "train", "-i", "train_data=@my_qa.jsonl"])
+    _check_pip(["pip", "install", "-e", ".[ui,eval]"])
+
+
 @pytest.mark.parametrize("guide", list(GUIDES))
 def test_every_command_in_the_guide_is_one_the_project_accepts(guide):
     from rag.cli import build_parser
@@ -106,9 +151,12 @@ def test_every_command_in_the_guide_is_one_the_project_accepts(guide):
                 if words[1:3] == ["-m", "cog.server.http"]:
                     stub = re.search(r"COG_PREDICT_TYPE_STUB=(\S+)", text).group(1)
                     assert stub == COG["predict"]
-            elif tool in ("cog", "pip", "mkdir", "export", "docker"):
-                if tool == "cog":
-                    assert words[1] in ("login", "build", "push", "train", "predict"), words
+            elif tool == "cog":
+                _check_cog(words)
+            elif tool == "pip":
+                _check_pip(words)
+            elif tool in ("mkdir", "export", "docker"):
+                assert tool != "docker" or words[1] == "push", words
             else:
                 pytest.fail(f"{guide}: a command the checks do not know: {' '.join(words)}")
             checked += 1
