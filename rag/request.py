@@ -200,12 +200,18 @@ def _valid_text(name: str, text: str) -> None:
                          "bytes that are not UTF-8 turn into): send the text as valid UTF-8.")
 
 
+def _shown(value: int | float) -> str:
+    """A number as a message echoes it: a huge one is cut, not printed in its hundreds of digits."""
+    text = str(value)
+    return text if len(text) <= 16 else text[:12] + "…"
+
+
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
         raise InputError(f"'{name}' must be an integer between {lo} and {hi}.")
     value = int(value)
     if not lo <= value <= hi:
-        raise InputError(f"'{name}'={value} is out of range: allowed {lo} to {hi}.")
+        raise InputError(f"'{name}'={_shown(value)} is out of range: allowed {lo} to {hi}.")
     return value
 
 
@@ -216,5 +222,5 @@ def _float(name: str, value: Any, lo: float, hi: float) -> float:
     if not math.isfinite(value):
         raise InputError(f"'{name}' must be a finite number (got {value}).")
     if not lo <= value <= hi:
-        raise InputError(f"'{name}'={value} is out of range: allowed {lo} to {hi}.")
+        raise InputError(f"'{name}'={_shown(value)} is out of range: allowed {lo} to {hi}.")
     return value

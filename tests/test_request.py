@@ -56,6 +56,14 @@ def test_bad_requests_name_the_field(fields, needle):
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize("field, value", [("top_k", 10**400), ("top_k", 1e300), ("temperature", -1e300)])
+def test_a_huge_number_is_echoed_cut_short(field, value):
+    with pytest.raises(InputError) as e:
+        make(**{field: value})
+    message = str(e.value)
+    assert f"'{field}'=" in message and "is out of range" in message and len(message) < 100, message
+
+
 def test_missing_question_and_not_an_object():
     with pytest.raises(InputError, match="missing field 'question'"):
         AskRequest.from_dict({"top_k": 3}, S)
