@@ -599,11 +599,13 @@ def write_index(settings: Settings, manifest: Manifest, chunks: list[Chunk], vec
         published = True
         _fsync_dir(directory)
     except BaseException as e:
+        # measured before the partial build is removed (which frees what it took)
+        full = isinstance(e, Exception) and (_is_disk_full(e) or _low_space(directory, _build_bytes(vectors, chunks)))
         if root is not None and not published:
             shutil.rmtree(root, ignore_errors=True)
         if isinstance(e, Exception) and _is_read_only(e):
             raise _read_only(directory, _is_read_only(e)) from e
-        if isinstance(e, Exception) and _is_disk_full(e):
+        if full:
             raise IndexError_(
                 f"the disk holding {directory} is full: the new index was not written and the previous one is "
                 f"kept. Free some space (the index needs about twice its size while it is rebuilt) and run "
@@ -692,6 +694,26 @@ def _probe_writable(directory: Path) -> None:
         if e.errno in _READ_ONLY_ERRNOS:
             raise _read_only(directory, e) from e
         raise
+
+
+_MIN_FREE = 16 << 20
+
+
+def _build_bytes(vectors: np.ndarray, chunks: list[Chunk]) -> int:
+    """Roughly what a build writes: its vectors and texts, twice (Chroma's log and segments hold both)."""
+    return 2 * (int(vectors.nbytes) + sum(len(c.text) for c in chunks) * 2)
+
+
+def _low_space(directory: Path, need: int) -> bool:
+    """Whether the filesystem holding ``directory`` has less room than a build needs (or than ``_MIN_FREE``).
+
+    Chroma reports a full disk during its writes as its own errors ("Error in compaction: Failed to apply
+    logs …") without the errno, so a failed write is also judged by the room left where it was writing.
+    """
+    try:
+        return shutil.disk_usage(directory).free < max(_MIN_FREE, need)
+    except OSError:
+        return False
 
 
 def _is_disk_full(e: BaseException) -> bool:
