@@ -1,18 +1,20 @@
 """The Replicate / Cog model: a thin translation layer over ``rag``.
 
-``setup()`` reads the settings from the environment (``Settings.from_env``),
-resolves the trained adapter passed as ``weights`` (COG_WEIGHTS: a tarball URL
-or path) and RAG_INDEX_URL with ``rag.weights.resolve_deployment``, opens the index
-(the one `cog build` baked at RAG_INDEX_DIR, see cog.yaml), loads the model once with
-``Pipeline.from_settings`` and warms up. A request's ``lora_weights`` (a tarball
-URL) is downloaded once into the same cache and served by ``rag.generate`` next to
-the model's own adapter.
+``setup()`` reads the settings from the environment (``Settings.from_env``) and
+loads the deployment with ``rag.deployment.load_deployment``, as the RunPod worker
+does: the trained adapter passed as ``weights`` (COG_WEIGHTS: a tarball URL or path)
+and RAG_INDEX_URL resolved, the index opened (the one `cog build` baked at
+RAG_INDEX_DIR, see cog.yaml), the model loaded once and warmed up. A request's
+``lora_weights`` (a tarball URL) is downloaded once into the weights cache
+(``rag.deployment.RequestAdapters``) and served by ``rag.generate`` next to the
+model's own adapter.
 
 ``run()`` takes Replicate's LLM input names (``prompt``, ``system_prompt``,
 ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop_sequences``, ``seed``)
-plus ``num_passages``, ``history``, ``output_format`` and ``lora_weights``, and maps
-them onto ``rag.request.AskRequest`` with ``rag.request.from_inputs`` — the one
-validator, with the same limits and messages as the CLI and the RunPod worker.
+plus ``num_passages``, ``history`` (``rag.request.INPUT_NAMES``), ``output_format``
+and ``lora_weights``, and maps them onto ``rag.request.AskRequest`` with
+``rag.request.from_text_inputs`` — the one validator, with the same limits and
+messages as the CLI and the RunPod worker.
 
 The inputs are written once, as inline literal ``Input(...)`` calls: `cog build`
 reads this file statically (a tree-sitter parser, nothing imported) and keeps only
@@ -48,7 +50,7 @@ from cog import BaseRunner, ConcatenateIterator, Input, Secret, streaming
 
 from rag.config import Settings
 from rag.errors import InputError, RagError
-from rag.request import AskRequest, from_inputs, parse_json
+from rag.request import from_text_inputs
 
 class RunnerError(Exception):
     """A failed setup or prediction as the caller sees it: ``code: message``."""
@@ -56,24 +58,17 @@ class RunnerError(Exception):
 
 class Runner(BaseRunner):
     def setup(self, weights: Optional[str] = None) -> None:
-        from rag.pipeline import Pipeline
+        from rag.deployment import RequestAdapters, load_deployment
         from rag.errors import redact
-        from rag.weights import WeightsCache, resolve_deployment
 
         try:
             settings = Settings.from_env(os.environ)
-            self.cache = WeightsCache.from_settings(settings)  # also holds per-request lora_weights
             if weights and settings.adapter:
                 print(f"note: the weights (COG_WEIGHTS) replace RAG_ADAPTER={redact(settings.adapter, client=False)!r}", flush=True)
-            settings = resolve_deployment(settings, weights=str(weights) if weights else None, cache=self.cache)
-            self.pipeline = Pipeline.from_settings(settings)
-            s, p = self.pipeline.settings, self.pipeline
-            # Printed before the warm-up: stdout reaches Cog's setup logs through a pipe, and a line
-            # printed as setup returns can miss them.
-            print(f"loaded: {'llm ' + s.llm if p.generator else 'extractive (no RAG_LLM)'}"
-                  f"{' + adapter ' + s.adapter if s.adapter else ''}; index {p.index.location} "
-                  f"({len(p.index)} chunks, {s.embed_model})", flush=True)
-            self.pipeline.warmup()
+            # stdout reaches Cog's setup logs through a pipe: the line is printed before the warm-up
+            self.pipeline = load_deployment(settings, weights=str(weights) if weights else None,
+                                            announce=lambda line: print(f"loaded: {line}", flush=True))
+            self.adapters = RequestAdapters(self.pipeline)
         except RagError as e:
             # Setup logs are read by the model's owner, so paths stay in: they say what to fix.
             message = redact(f"{e.code}: {e}", client=False)
@@ -100,30 +95,20 @@ class Runner(BaseRunner):
         from rag.streaming import stream_in_thread
 
         with _errors():
-            request, adapter = self._request(locals())
+            # translation only: inputs → AskRequest (rag.request.INPUT_NAMES), events → output chunks and metrics
+            request = from_text_inputs({
+                "prompt": prompt, "system_prompt": system_prompt, "max_tokens": max_tokens,
+                "temperature": temperature, "top_p": top_p, "top_k": top_k, "stop_sequences": stop_sequences,
+                "seed": seed, "num_passages": num_passages, "history": history,
+            }, self.pipeline.settings)
+            if output_format not in ("text", "json"):
+                raise InputError(f"'output_format' is {output_format!r}; use 'text' or 'json'.")
+            adapter = None
+            if lora_weights:
+                token = hf_token.get_secret_value() if isinstance(hf_token, Secret) else hf_token
+                adapter = self.adapters.get(lora_weights, token=token)
             for event in stream_in_thread(self.pipeline, request, adapter=adapter):
                 yield from self._chunks(event, output_format)
-
-    # -- translation only: inputs → AskRequest, events → output chunks and metrics ----------------
-    def _request(self, inputs: dict) -> tuple[AskRequest, Optional[str]]:
-        """The validated request, and the local directory of its ``lora_weights`` adapter (or None)."""
-        names = ("prompt", "system_prompt", "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "seed",
-                 "num_passages", "history")
-        fields = {k: inputs[k] for k in names}
-        fields.update(system_prompt=inputs["system_prompt"] or None, stop_sequences=_stops(inputs["stop_sequences"]),
-                      history=_history(inputs["history"]))
-        request = from_inputs(fields, self.pipeline.settings)
-        if inputs["output_format"] not in ("text", "json"):
-            raise InputError(f"'output_format' is {inputs['output_format']!r}; use 'text' or 'json'.")
-        adapter = None
-        if inputs["lora_weights"]:
-            from rag.weights import request_adapter
-
-            token = inputs["hf_token"]
-            adapter = request_adapter(inputs["lora_weights"], has_llm=self.pipeline.generator is not None,
-                                      cache=self.cache, max_adapters=self.pipeline.settings.max_adapters,
-                                      token=token.get_secret_value() if isinstance(token, Secret) else token)
-        return request, adapter
 
     def _chunks(self, event, output_format: str) -> list[str]:
         from rag.pipeline import Delta, Final
@@ -171,23 +156,3 @@ class _errors:
             print(trace_line(e), file=sys.stderr, flush=True)
         raise RunnerError(public_message(e)) from None
 
-
-def _stops(value):
-    if not isinstance(value, str):
-        return value  # a JSON list sent without a schema: AskRequest checks it
-    value = value.strip()
-    if not value:
-        return []
-    if value.startswith("["):
-        return parse_json("'stop_sequences' (it starts with '[')", value,
-                          expected='a JSON array of strings such as ["###", "Câu hỏi:"], or comma-separated text')
-    return [s.strip() for s in value.split(",") if s.strip()]
-
-
-def _history(value):
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return []
-    if not isinstance(value, str):
-        return value  # a JSON list sent without a schema: AskRequest checks it
-    return parse_json("'history'", value, expected='a JSON array such as '
-                      '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')

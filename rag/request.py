@@ -1,8 +1,10 @@
 """The one request type, validated once, for the CLI, the Cog runner and the RunPod worker.
 
 ``AskRequest.from_dict(data, settings)`` rejects unknown fields and values out of
-range with a message naming the field and the allowed range. Wrappers map their
-platform's inputs onto these field names and nothing else.
+range with a message naming the field and the allowed range. The Cog runner and the
+RunPod worker take Replicate's LLM input names (``INPUT_NAMES``, declared here once):
+``from_inputs`` maps them onto these fields, ``from_text_inputs`` also reads the list
+inputs Cog sends as text.
 """
 
 from __future__ import annotations
@@ -128,6 +130,41 @@ def from_inputs(inputs: Mapping[str, Any], settings: Settings | None = None,
         back = {field_: name for name, field_ in names.items()}
         message = re.sub(r"'([a-z_]+)(?=['\[.])", lambda m: "'" + back.get(m.group(1), m.group(1)), str(e))
         raise InputError(message, code=e.code) from e
+
+
+def from_text_inputs(inputs: Mapping[str, Any], settings: Settings | None = None) -> AskRequest:
+    """``from_inputs`` for a platform whose schema has no list type (Cog): ``stop_sequences`` comma-separated
+    or a JSON array, ``history`` a JSON array, an empty ``system_prompt`` the default. A list sent as a
+    list (no schema in front) goes through as it is, and ``AskRequest`` checks it."""
+    inputs = dict(inputs)
+    if "system_prompt" in inputs:
+        inputs["system_prompt"] = inputs["system_prompt"] or None
+    if "stop_sequences" in inputs:
+        inputs["stop_sequences"] = _stops(inputs["stop_sequences"])
+    if "history" in inputs:
+        inputs["history"] = _history(inputs["history"])
+    return from_inputs(inputs, settings)
+
+
+def _stops(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if not value:
+        return []
+    if value.startswith("["):
+        return parse_json("'stop_sequences' (it starts with '[')", value,
+                          expected='a JSON array of strings such as ["###", "Câu hỏi:"], or comma-separated text')
+    return [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _history(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []
+    if not isinstance(value, str):
+        return value
+    return parse_json("'history'", value, expected='a JSON array such as '
+                      '[{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]')
 
 
 def parse_json(name: str, text: str | bytes, *, expected: str) -> Any:

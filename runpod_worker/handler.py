@@ -84,18 +84,14 @@ def max_concurrency_from_env(env: Mapping[str, str], settings: Settings | None =
     return value
 
 
-def resolve_sources(settings: Settings, volume: str = VOLUME) -> Settings:
-    """RAG_ADAPTER and RAG_INDEX_URL as local directories (``rag.weights.resolve_deployment``, as the Cog
-    model's setup does). Without RAG_WEIGHTS_CACHE, downloads are cached on the network volume when there
-    is one, so they survive the worker.
-    """
+def cache_on_volume(settings: Settings, volume: str = VOLUME) -> Settings:
+    """The settings with their downloads (RAG_ADAPTER, RAG_INDEX_URL, requests' lora_weights) cached on
+    the network volume when there is one, so they survive the worker; RAG_WEIGHTS_CACHE wins."""
     from pathlib import Path
-
-    from rag.weights import resolve_deployment
 
     if settings.weights_cache_dir is None and os.path.isdir(volume) and os.access(volume, os.W_OK):
         settings = settings.with_(weights_cache_dir=Path(volume) / "rag" / "weights")
-    return resolve_deployment(settings)
+    return settings
 
 
 def is_openai_job(job: Any) -> bool:
@@ -164,7 +160,7 @@ class Worker:
         self.settings = settings or (pipeline.settings if pipeline is not None else Settings())
         self.max_concurrency = max_concurrency
         self.startup_error = startup_error
-        self._cache = None  # rag.weights.WeightsCache for per-job lora_weights, made on first use
+        self._adapters = None  # rag.deployment.RequestAdapters for per-job lora_weights, made on first use
         # The SDK reads "refresh_worker" from this same dict after each job (rp_job.handle_job,
         # rp_scale.JobScaler.handle_job): setting it asks RunPod for a fresh worker.
         self.config: dict[str, Any] = {}
@@ -172,7 +168,7 @@ class Worker:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Worker":
         """Load and warm up everything now; a failure is kept and reported to every job instead of crashing."""
-        from rag.pipeline import Pipeline
+        from rag.deployment import load_deployment
         from rag.errors import is_fatal_device_error
 
         env = os.environ if env is None else env
@@ -180,19 +176,25 @@ class Worker:
         try:
             settings = Settings.from_env(env)
             concurrency = max_concurrency_from_env(env, settings)
-            pipeline = Pipeline.from_settings(resolve_sources(settings))
-            pipeline.warmup()
+            pipeline = load_deployment(cache_on_volume(settings), announce=lambda line: log.info(
+                "loaded: %s; up to %d jobs at once", line, concurrency))
         except Exception as e:  # noqa: BLE001 - every job will say what failed
             log.exception("the worker could not start")
             worker = cls(None, startup_error=e, settings=settings)
             if is_fatal_device_error(e):
                 worker.config["refresh_worker"] = True
             return worker
-        mode = f"LLM {settings.llm}" if settings.llm else "extractive answers"
-        log.info("ready: %s; index %s (%d chunks, %s); up to %d jobs at once", mode, pipeline.index.location,
-                 len(pipeline.index), pipeline.settings.embed_model, concurrency)
         # named after the adapter/model as configured, not the cache directory a URL was unpacked into
         return cls(pipeline, max_concurrency=concurrency, settings=settings)
+
+    @property
+    def adapters(self):
+        """Requests' lora_weights, cached as the deployment's settings say (``rag.deployment.RequestAdapters``)."""
+        if self._adapters is None:
+            from rag.deployment import RequestAdapters
+
+            self._adapters = RequestAdapters(self.pipeline)
+        return self._adapters
 
     @property
     def model_name(self) -> str:
@@ -278,14 +280,8 @@ class Worker:
 
         adapter = None
         if job.lora_weights is not None:
-            from rag.weights import WeightsCache, request_adapter
-
-            if self._cache is None:
-                self._cache = WeightsCache.from_settings(self.pipeline.settings)
             # off the event loop: other jobs keep streaming while this one's adapter downloads
-            adapter = await asyncio.to_thread(request_adapter, job.lora_weights,
-                                              has_llm=self.pipeline.generator is not None, cache=self._cache,
-                                              max_adapters=self.pipeline.settings.max_adapters)
+            adapter = await asyncio.to_thread(self.adapters.get, job.lora_weights)
         async for event in self._events(job.request, cancel, adapter):
             if isinstance(event, Delta):
                 if job.stream:

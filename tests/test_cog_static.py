@@ -69,6 +69,17 @@ def test_predict_inputs_follow_replicates_llm_names():
     assert fields["output_format"].choices == ["text", "json"]
 
 
+def test_the_request_inputs_are_rags_input_names_and_passed_by_name():
+    """run()'s request inputs are rag.request.INPUT_NAMES, in order (the mapping the RunPod worker uses
+    too), the rest are Cog's own; run() hands them on by name, not as locals()."""
+    from rag.request import INPUT_NAMES
+
+    fields = list(read_entry(*_split(COG["predict"])).by_name())
+    assert fields == [*INPUT_NAMES, "output_format", "lora_weights", "hf_token"]
+    tree = ast.parse((REPO / "predict.py").read_text(encoding="utf-8"))
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "locals"]
+
+
 def test_bounds_and_defaults_are_the_validators():
     """Each bound cog reads is where rag's AskRequest (default Settings) starts to refuse, and each
     default is the validator's own, so the schema and the validator cannot drift apart."""

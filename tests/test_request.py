@@ -130,3 +130,20 @@ def test_default_max_new_tokens_respects_a_lower_limit():
     s = Settings().with_(max_new_tokens_limit=128)
     assert AskRequest.from_dict({"question": "q"}, s).max_new_tokens == 128
     assert AskRequest.from_dict({"question": "q"}, Settings()).max_new_tokens == 512
+
+
+def test_text_inputs_read_the_lists_cog_sends_as_text():
+    from rag.request import from_text_inputs
+
+    r = from_text_inputs({"prompt": "Điều kiện tốt nghiệp?", "system_prompt": "", "stop_sequences": " ###, Câu hỏi: ,",
+                          "history": '[{"role": "user", "content": "Chào"}]'}, S)
+    assert r.system_prompt is None and r.stop == ["###", "Câu hỏi:"]
+    assert r.history == [{"role": "user", "content": "Chào"}]
+    r = from_text_inputs({"prompt": "q?", "stop_sequences": '["a,b"]', "history": "  "}, S)
+    assert r.stop == ["a,b"] and r.history == []  # a JSON array keeps its commas
+    r = from_text_inputs({"prompt": "q?", "stop_sequences": ["x"], "history": [{"role": "user", "content": "c"}]}, S)
+    assert r.stop == ["x"] and r.history == [{"role": "user", "content": "c"}]  # lists pass as they are
+    with pytest.raises(InputError, match="'history' is not valid JSON"):
+        from_text_inputs({"prompt": "q?", "history": "[{"}, S)
+    with pytest.raises(InputError, match="'stop_sequences' has 5 sequences"):
+        from_text_inputs({"prompt": "q?", "stop_sequences": "a,b,c,d,e"}, S)

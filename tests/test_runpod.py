@@ -383,7 +383,7 @@ def test_lora_weights_per_job_is_downloaded_once_and_used_for_that_job(llm_worke
         (out,) = run(llm_worker, {"prompt": GRADUATION, "lora_weights": url})
         assert "could not download" in assert_error_shape(out, "weights_unreachable") and not files.hits
         # ... and allowed on a deployment that says so (a campus file server)
-        monkeypatch.setattr(llm_worker, "_cache", WeightsCache.from_settings(
+        monkeypatch.setattr(llm_worker.adapters, "cache", WeightsCache.from_settings(
             llm_worker.pipeline.settings.with_(weights_allow_private=True, weights_cache_dir=tmp_path / "w")))
         job = {"prompt": GRADUATION, "max_tokens": 12}
         (base,) = run(llm_worker, job)
@@ -439,7 +439,11 @@ def test_worker_loads_an_adapter_tarball_and_an_index_url(tmp_path, monkeypatch,
 def test_sources_are_cached_on_the_network_volume_unless_rag_weights_cache_says_otherwise(tmp_path, tiny_adapter):
     import tarfile
 
-    from runpod_worker.handler import resolve_sources
+    from rag.weights import resolve_deployment
+    from runpod_worker.handler import cache_on_volume
+
+    def resolve_sources(settings, volume):  # what the worker's setup resolves (rag.deployment.load_deployment)
+        return resolve_deployment(cache_on_volume(settings, volume=volume))
 
     adapter_tar = tmp_path / "adapter.tar.gz"
     with tarfile.open(adapter_tar, "w:gz") as tar:
@@ -879,7 +883,8 @@ def test_worker_loop_against_a_fake_runpod_queue(processes):
     assert fake.done["bad"] == {"error": "invalid_input: 'prompt' is empty: type a question about the regulations."}
     assert fake.done["oai"]["output"][0]["object"] == "chat.completion"
     assert "Traceback" not in json.dumps(fake.done)
-    assert re.search(r"ready: extractive answers; index \S+ \(\d+ chunks, all-MiniLM-L6-v2\); up to 4 jobs", out), out[-3000:]
+    assert re.search(r"loaded: extractive \(no RAG_LLM\); index \S+ \(\d+ chunks, all-MiniLM-L6-v2\); up to 4 jobs", out), \
+        out[-3000:]
 
 
 # ------------------------------------------------------------------ the official OpenAI client
