@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HUST_PDF, Ctx, Row, Skip, chroma_add, chroma_client, verdict  # noqa: E402
+from common import HUST_PDF, Ctx, Row, Skip, chroma_add, chroma_client, main_alone, verdict  # noqa: E402
 
 CHUNK_CHARS = 1000
 OVERLAP = 100
@@ -196,6 +196,4 @@ def run_hust(ctx: Ctx) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from run_all import main
-
-    sys.exit(main(["--only", "quality"]))
+    sys.exit(main_alone({"quality": run}))

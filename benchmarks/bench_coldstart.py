@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Ctx, Row, median, verdict  # noqa: E402
+from common import REPO, Ctx, Row, main_alone, median, verdict  # noqa: E402
 
 RUNS = 3
 TIMEOUT_S = 240
@@ -216,6 +216,4 @@ def run(ctx: Ctx) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from run_all import main
-
-    sys.exit(main(["--only", "coldstart"]))
+    sys.exit(main_alone({"coldstart": run}))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Ctx, Row, Timer, verdict  # noqa: E402
+from common import Ctx, Row, Timer, main_alone, verdict  # noqa: E402
 
 
 def run(ctx: Ctx) -> list[Row]:
@@ -147,6 +147,4 @@ def _open(settings, directory):
 if __name__ == "__main__":
     if "--hust" in sys.argv[1:]:
         sys.exit(hust(int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 1))
-    from run_all import main
-
-    sys.exit(main(["--only", "ingest"]))
+    sys.exit(main_alone({"ingest": run}))

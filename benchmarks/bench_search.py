@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import Ctx, Row, Skip, Timer, chroma_add, chroma_client, ms, p50_p95, verdict  # noqa: E402
+from common import Ctx, Row, Skip, Timer, chroma_add, chroma_client, main_alone, ms, p50_p95, verdict  # noqa: E402
 
 SIZES = (1_000, 10_000, 50_000)
 REPEATS = 2  # passes over the 36 demo questions per size
@@ -171,7 +171,8 @@ def run_bm25(ctx: Ctx) -> list[Row]:
 
 
 if __name__ == "__main__":
-    from run_all import main
-
     which = sys.argv[1] if len(sys.argv) > 1 else "search,bm25"
-    sys.exit(main(["--only", which]))
+    runs = {"search": run_search, "bm25": run_bm25}
+    if not set(which.split(",")) <= set(runs):
+        sys.exit(f"usage: python benchmarks/bench_search.py [search|bm25|search,bm25], not {which!r}")
+    sys.exit(main_alone({name: runs[name] for name in runs if name in which.split(",")}))

@@ -256,6 +256,58 @@ class Ctx:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+# -- running benchmarks ---------------------------------------------------------------------------
+def offline() -> None:
+    """Models come from the local cache only; Chroma sends nothing."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def run_benchmarks(runs, ctx: Ctx, t0: float) -> tuple[list[Row], dict[str, float]]:
+    """Each ``name → run(ctx)`` in order: their rows and durations; a Skip or a failure becomes a note and
+    the others still run."""
+    import traceback
+
+    rows: list[Row] = []
+    durations = {}
+    for name, run in runs.items():
+        print(f"[{time.perf_counter() - t0:6.0f} s] {name} …", file=sys.stderr, flush=True)
+        t = time.perf_counter()
+        try:
+            rows += run(ctx)
+        except Skip as e:
+            ctx.notes.append(f"{name}: skipped ({e})")
+        except Exception as e:  # noqa: BLE001 - report and carry on with the other benchmarks
+            traceback.print_exc()
+            ctx.notes.append(f"{name}: FAILED ({type(e).__name__}: {e})")
+        durations[name] = time.perf_counter() - t
+    return rows, durations
+
+
+def report(rows: list[Row], ctx: Ctx, load_start: str, load_end: str, total_s: float) -> None:
+    """The results table, the notes, the machine and the load average, on stdout."""
+    print()
+    table([r.cells() for r in rows], HEADERS)
+    for n in ctx.notes:
+        print(f"note: {n}")
+    print(f"\n{machine()}; load average (1/5/15 min) at start {load_start}, at end {load_end}; {total_s / 60:.1f} min")
+
+
+def main_alone(runs) -> int:
+    """``python benchmarks/bench_X.py``: what ``run_all.py --only X`` prints, without writing RESULTS.md."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(1, str(REPO))  # rag, predict.py and runpod_worker from this checkout, as run_all.py does
+    offline()
+    load_start, t0, ctx = load_average(), time.perf_counter(), Ctx()
+    try:
+        rows, _ = run_benchmarks(runs, ctx, t0)
+    finally:
+        ctx.close()
+    report(rows, ctx, load_start, load_average(), time.perf_counter() - t0)
+    return 0
+
+
 def chroma_client(path: Path):
     """A default Chroma client (what a tutorial creates), telemetry off."""
     import chromadb

@@ -31,7 +31,6 @@ import argparse
 import re
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import HEADERS, Ctx, Row, Skip, git_revision, load_average, machine, markdown_table, table  # noqa: E402
+from common import (HEADERS, Ctx, Row, git_revision, load_average, machine, markdown_table, offline,  # noqa: E402
+                    report, run_benchmarks)
 
 ORDER = ("ingest", "quality", "search", "bm25", "coldstart", "load", "embed")  # quality reuses ingest's index
 # The first cell of a benchmark's rows in the results table.
@@ -81,39 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         names = [n for n in ORDER if n in names]
     write = args.write or not args.only
 
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    offline()
     started = datetime.now(timezone.utc)
     load_start = load_average()
     t0 = time.perf_counter()
     ctx = Ctx()
-    rows: list[Row] = []
-    durations = {}
     try:
-        for name in names:
-            print(f"[{time.perf_counter() - t0:6.0f} s] {name} …", file=sys.stderr, flush=True)
-            t = time.perf_counter()
-            try:
-                rows += _bench(name)(ctx)
-            except Skip as e:
-                ctx.notes.append(f"{name}: skipped ({e})")
-            except Exception as e:  # noqa: BLE001 - report and carry on with the other benchmarks
-                traceback.print_exc()
-                ctx.notes.append(f"{name}: FAILED ({type(e).__name__}: {e})")
-            durations[name] = time.perf_counter() - t
+        # each module is imported as its turn comes: one that fails to import is a FAILED note, not the end
+        runs = {name: (lambda c, n=name: _bench(n)(c)) for name in names}
+        rows, durations = run_benchmarks(runs, ctx, t0)
     finally:
         ctx.close()
     total = time.perf_counter() - t0
     load_end = load_average()
-
-    print()
-    table([r.cells() for r in rows], HEADERS)
-    for n in ctx.notes:
-        print(f"note: {n}")
-    print(f"\n{machine()}; load average (1/5/15 min) at start {load_start}, at end {load_end}; {total / 60:.1f} min")
+    report(rows, ctx, load_start, load_end, total)
     if write:
         chart = None
         if ctx.curves:

@@ -60,3 +60,26 @@ def test_a_section_already_partly_replaced_keeps_one_note():
             "| benchmark | measure |\n|---|---|\n| ingest | x |\n| search | y |\n")
     (partial,) = _earlier_sections(text, {"ingest"})
     assert partial.splitlines()[0] == "## search: 2026-11-28 10:07 UTC (not measured again since)"
+
+
+def test_a_benchmark_run_alone_prints_the_table_and_notes_without_run_all(capsys):
+    """``python benchmarks/bench_X.py`` goes through common.main_alone (no import of run_all, which imports
+    every bench): rows in order, a skipped or failing benchmark as a note, the others still run."""
+    import common
+
+    def ok(ctx):
+        return [common.Row("search", "p50 ms", "12", "10", "numpy exact")]
+
+    def skipped(ctx):
+        raise common.Skip("no data here")
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    assert common.main_alone({"search": ok, "quality": skipped, "load": broken, "bm25": ok}) == 0
+    out = capsys.readouterr().out
+    assert out.count("| p50 ms") == 2 and "note: quality: skipped (no data here)" in out
+    assert "note: load: FAILED (RuntimeError: boom)" in out and "load average" in out
+    for bench in ("bench_baseline", "bench_coldstart", "bench_ingest", "bench_search"):
+        text = (ROOT / "benchmarks" / f"{bench}.py").read_text(encoding="utf-8")
+        assert "run_all" not in text.split('if __name__ == "__main__":')[1], bench
