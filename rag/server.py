@@ -11,7 +11,8 @@ For a campus machine, Open WebUI, LangChain or any ``openai`` client:
 The request and response formats are ``rag.openai_compat``'s, the same code RunPod's
 ``/openai/v1`` route runs. Errors are OpenAI's ``{"error": {"message", "type", "param",
 "code"}}`` with the matching HTTP status (400 bad request, 404 unknown route, 405 wrong
-method, 422 not servable here, 500 server fault, 503 not ready), never a traceback or a
+method, 413 body over ``MAX_BODY_BYTES``, refused from its Content-Length before it is read,
+422 not servable here, 500 server fault, 503 not ready), never a traceback or a
 path. A client that disconnects stops its generation.
 
 Out of scope: authentication and TLS (put a reverse proxy in front for either), batching
@@ -38,6 +39,29 @@ class _HTTPError(RagError):
     def __init__(self, message: str, code: str, status: int):
         super().__init__(message, code=code)
         self.status = status
+
+
+def _too_large(size: str) -> _HTTPError:
+    return _HTTPError(f"the request body is {size}; the limit is {MAX_BODY_BYTES} bytes.", "invalid_input", 413)
+
+
+async def _read_body(request) -> bytes:
+    """The request body, refused before it is read when its Content-Length is over the limit, and read
+    no further than the limit + 1 byte otherwise (a chunked body, a body longer than announced)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise _HTTPError(f"Content-Length {declared[:40]!r} is not a number of bytes.", "invalid_input", 400)
+        if int(declared) > MAX_BODY_BYTES:
+            raise _too_large(f"{int(declared)} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise _too_large("larger than that")
+        parts.append(part)
+    return b"".join(parts)
 
 
 def create_app(pipeline) -> Any:
@@ -68,10 +92,7 @@ def create_app(pipeline) -> Any:
 
     async def chat(request: Request):
         try:
-            raw = await request.body()
-            if len(raw) > MAX_BODY_BYTES:
-                raise _HTTPError(f"the request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}.",
-                                 "invalid_input", 413)
+            raw = await _read_body(request)
             body = parse_json("the request body", raw,
                               expected="a chat-completions JSON object")
             chat = parse_chat(body, pipeline.settings)

@@ -118,6 +118,60 @@ def test_errors_have_openais_shape_and_status(extractive):
     assert "the limit is 1000000" in assert_openai_error(r, 413, "invalid_input")
 
 
+def _raw_post(url: str, head: str, body_parts=()) -> tuple[int, dict]:
+    """POST with hand-written headers over a socket; the status and JSON body of the answer."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:  # no answer: a timeout, not a hang
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"{head}\r\n".encode())
+        try:
+            for part in body_parts:
+                sock.sendall(part)
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1][:_length(data)])
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 1 << 30
+
+
+def test_a_huge_content_length_is_refused_before_the_body_is_read(extractive):
+    """10 GB announced, nothing sent: the answer comes at once (the body is never awaited)."""
+    status, body = _raw_post(extractive.url, "Content-Length: 10000000000\r\n")
+    assert status == 413 and body["error"]["code"] == "invalid_input", body
+    assert "10000000000 bytes; the limit is 1000000" in body["error"]["message"]
+
+
+def test_a_chunked_body_is_read_no_further_than_the_limit(extractive):
+    sent = []
+
+    def chunks():
+        for _ in range(64):  # 4 MB offered, 64 KB a chunk
+            sent.append(1)
+            yield b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+
+    status, body = _raw_post(extractive.url, "Transfer-Encoding: chunked\r\n", chunks())
+    assert status == 413 and "the limit is 1000000" in body["error"]["message"], body
+    small = json.dumps({"model": "m", "messages": [{"role": "user", "content": GRADUATION}]}).encode()
+    status, body = _raw_post(extractive.url, "Transfer-Encoding: chunked\r\n",
+                             [f"{len(small):x}\r\n".encode() + small + b"\r\n0\r\n\r\n"])
+    assert status == 200 and "Điều 21" in body["choices"][0]["message"]["content"], body
+
+
 def test_a_failure_while_answering_is_a_500_without_internals(demo_pipeline):
     class Broken:
         settings = demo_pipeline.settings
