@@ -26,16 +26,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from .chunk import SEP
 from .texts import (FOOTER_MODE, FOOTER_MODES, FOOTER_TIMINGS, FOOTER_TOKENS, SOURCES_HEADING, UNSUPPORTED_NOTE,
                     is_refusal)
 from .types import Answer, Citation, Hit
-
-if TYPE_CHECKING:
-    from .extractive import Quote
-    from .retrieve import Retrieval
 
 CITATION_FIELDS = ("document", "source", "page", "chapter", "article", "article_title", "clause", "point")
 
@@ -197,14 +193,16 @@ def hit_dict(hit: Hit, *, text: bool = True) -> dict[str, Any]:
     return out | {"id": hit.chunk.id, "citation": hit.chunk.citation().to_dict()}
 
 
-def retrieval_dict(result: Retrieval) -> dict[str, Any]:
-    """A search result: the question, what was searched, and the passages with their text."""
+def retrieval_dict(result: Any) -> dict[str, Any]:
+    """A search result (``rag.retrieve.Retrieval``, a stage above this module): the question, what was
+    searched, and the passages with their text."""
     return {"question": result.question, "query": result.query or result.question,
             "hits": [hit_dict(h) for h in result.hits]}
 
 
-def quote_dict(quote: Quote) -> dict[str, Any]:
-    """One quoted part of an extractive answer: where it stands, its text, its passage and citation."""
+def quote_dict(quote: Any) -> dict[str, Any]:
+    """One quoted part of an extractive answer (``rag.extractive.Quote``): where it stands, its text, its
+    passage and citation."""
     return {"path": quote.path, "text": quote.text, "chunk_id": quote.chunk_id, "citation": quote.citation.to_dict()}
 
 
