@@ -23,7 +23,8 @@ from .config import Settings
 from .embed import Embedder, EmbedSpec
 from .errors import IndexError_, ReindexRequired
 from .index import INDEX_FORMAT, Index, index_lock, make_manifest, new_collection_name, write_index
-from .load.safe import file_sha256, printable, read_chunks, read_document, root_of, skip_reason  # noqa: F401
+from .load.safe import file_sha256, printable, root_of, skip_reason  # noqa: F401
+from .reader import read_chunks, read_document  # noqa: F401
 from .types import Chunk
 
 

@@ -1,6 +1,6 @@
 """OCR: text for PDF pages that have no text layer, with Tesseract's Vietnamese model.
 
-``ocr_pdf_pages`` is the hook ``rag.load.load_file`` calls for a PDF (``rag.ingest.read_document``
+``ocr_pdf_pages`` is the hook ``rag.load.load_file`` calls for a PDF (``rag.reader.read_document``
 passes it when ``RAG_OCR`` / ``rag ingest --ocr`` is not ``never``):
 
 - which pages: in ``auto`` mode a page with fewer than ``MIN_PAGE_CHARS`` non-space characters in
@@ -46,6 +46,7 @@ from typing import Callable
 
 from .config import Settings
 from .errors import LoadError
+from .load.pdf import has_text_layer, non_space_chars
 from .types import Page
 
 log = logging.getLogger(__name__)
@@ -181,24 +182,18 @@ class OcrCache:
 # Which pages
 
 
-def _non_space(text: str) -> int:
-    return sum(1 for c in text if not c.isspace())
-
-
 def pages_to_ocr(pdf, pages: list[Page], mode: str) -> list[int]:
     """Numbers of the pages to OCR (see the module docstring); ``pdf`` is an open pypdfium2 document."""
-    from .load import MIN_PAGE_CHARS
-
     if mode == "never":
         return []
     if mode == "always":
         return [pg.number for pg in pages]
     out = []
     for pg in pages:
-        chars = _non_space(pg.text)
-        if chars < MIN_PAGE_CHARS:
+        if not has_text_layer(pg.text):
             out.append(pg.number)
             continue
+        chars = non_space_chars(pg.text)
         page = pdf[pg.number - 1]
         try:
             w, h = page.get_size()
@@ -249,8 +244,6 @@ def ocr_pdf_pages(
     if it has pages to OCR, else it is returned unchanged.
     """
     import pypdfium2 as pdfium
-
-    from .load import has_text_layer
 
     try:
         pdf = pdfium.PdfDocument(data)

@@ -21,7 +21,8 @@ from rag.errors import InputError
 from rag.index import Index
 from rag.ingest import ingest
 from rag.load import iter_files
-from rag.load.safe import read_chunks, read_regular
+from rag.load.safe import read_regular
+from rag.reader import read_chunks
 
 GOOD = "# Quy định học phí\n\nĐiều 1. Học phí\nHọc phí được đóng theo từng học kỳ trước ngày 15.\n"
 DEEP_JSON = b'{"title": "x", "pages": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"

@@ -16,7 +16,7 @@ CHILD = r"""
 import json, resource, sys
 from pathlib import Path
 from rag.config import Settings
-from rag.load.safe import read_chunks
+from rag.reader import read_chunks
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 p = Path(sys.argv[1])
 got = read_chunks(p, p.name, None, Settings(), None)

@@ -9,7 +9,7 @@ from _load_fixtures import make_pdf
 from _ocr_fixtures import calls, fake_tesseract
 
 from rag.ingest import ingest
-from rag.load.safe import read_chunks
+from rag.reader import read_chunks
 
 
 def _blank_scans(path, n):

@@ -25,9 +25,14 @@ MIN_PAGE_CHARS = 20  # a PDF page with fewer non-space characters has no usable 
 OcrHook = Callable[[bytes, list[Page], str], list[Page]]
 
 
+def non_space_chars(text: str) -> int:
+    return sum(1 for c in text if not c.isspace())
+
+
 def has_text_layer(text: str) -> bool:
-    """Whether a PDF page's extracted text is enough to use (``MIN_PAGE_CHARS`` non-space chars)."""
-    return sum(1 for c in text if not c.isspace()) >= MIN_PAGE_CHARS
+    """Whether a PDF page's extracted text is enough to use (``MIN_PAGE_CHARS`` non-space chars); the one
+    rule, for loading and for choosing the pages to OCR (``rag.ocr.pages_to_ocr``)."""
+    return non_space_chars(text) >= MIN_PAGE_CHARS
 
 
 def load_pdf_pages(path: str | Path, *, data: bytes | None = None, name: str | None = None) -> list[Page]:

@@ -51,7 +51,7 @@ def load_file(
 ) -> Document:
     """Load one file into a ``Document``; ``source`` (default: the path as given) names it in errors.
 
-    ``ocr`` (PDF only; ``rag.load.safe.read_document`` passes ``rag.ocr.ocr_pdf_pages``) gets
+    ``ocr`` (PDF only; ``rag.reader.read_document`` passes ``rag.ocr.ocr_pdf_pages``) gets
     every page of a PDF and returns them with the scanned ones OCR'd; without it, pages
     without a text layer are left out. ``data``: the file's bytes, when already read
     (``rag.load.safe.read_regular``); otherwise they are read here the same way: regular
