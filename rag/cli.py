@@ -86,13 +86,22 @@ def cmd_search(args) -> int:
     return 0
 
 
+MAX_QUERIES_BYTES = 10_000_000  # thousands of questions of RAG_MAX_QUESTION_CHARS: more is a mistake, not a batch
+
+
 def _read_queries(path: Path) -> list[str]:
+    if path.is_dir():
+        raise InputError(f"--queries {path} is a directory: give a text file with one question per line.")
     if not path.is_file():
-        raise InputError(f"--queries {path}: no such file.")
+        raise InputError(f"--queries {path}: no such file (a text file with one question per line).")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_QUERIES_BYTES + 1)  # never more than the limit, however large the file
     except OSError as e:
         raise InputError(f"--queries {path}: cannot read it ({e.strerror}).") from e
+    if len(data) > MAX_QUERIES_BYTES:
+        raise InputError(f"--queries {path} is over the {MAX_QUERIES_BYTES // 1_000_000} MB limit: split it into "
+                         "several files.")
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:

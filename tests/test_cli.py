@@ -41,6 +41,16 @@ def test_search_queries_file_one_json_per_line(demo_index_dir, capsys, tmp_path)
                                                            "Ký túc xá đóng cửa lúc mấy giờ?"]
 
 
+def test_search_queries_a_directory_or_a_huge_file_is_a_clear_input_error(demo_index_dir, capsys, tmp_path):
+    code, _, err = run(capsys, "search", "--queries", str(tmp_path), "--index", str(demo_index_dir))
+    assert code == 2 and "is a directory" in err and "no such file" not in err, err
+    huge = tmp_path / "q.txt"
+    with open(huge, "wb") as fh:  # sparse: 20 GB announced, nothing on disk; reading it all would fill memory
+        fh.truncate(20 << 30)
+    code, _, err = run(capsys, "search", "--queries", str(huge), "--index", str(demo_index_dir))
+    assert code == 2 and "over the 10 MB limit" in err and "Traceback" not in err, err
+
+
 def test_ask_json(demo_index_dir, capsys):
     code, out, _ = run(capsys, "ask", "Thời gian học tối đa của chương trình cử nhân là bao lâu?", "--index",
                        str(demo_index_dir), "--json")
