@@ -112,10 +112,24 @@ def test_corrupt_and_truncated_pdfs(tmp_path):
     truncated = tmp_path / "truncated.pdf"
     truncated.write_bytes(good[:300])
     for path in (garbage, truncated):
-        with pytest.raises(LoadError, match=r"not a readable PDF \(corrupt or truncated\)") as e:
+        with pytest.raises(LoadError, match=r"not a readable PDF \(corrupt or truncated: ") as e:
             load_file(path, S)
         assert not isinstance(e.value, NeedsOCRError)
         assert e.value.__cause__ is not None
+    assert "EOF marker not found" in str(e.value)  # pypdf's warning is in the reason ...
+
+
+def test_pypdf_warnings_go_into_the_reason_not_bare_on_stderr(tmp_path, capfd):
+    """... and is not printed bare on stderr by logging's last-resort handler, as it was."""
+    import logging
+
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ngarbage")
+    with pytest.raises(LoadError) as e:
+        load_file(bad, S, source="bad.pdf")
+    assert str(e.value).startswith("bad.pdf is not a readable PDF (corrupt or truncated: ")
+    assert "EOF marker not found" in str(e.value)
+    assert "EOF marker" not in capfd.readouterr().err
 
 
 # ---------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..config import Settings
 from ..errors import LoadError, NeedsOCRError
@@ -64,7 +65,7 @@ def _encrypted(name: str) -> LoadError:
 
 def _corrupt(name: str, detail: str) -> LoadError:
     return LoadError(
-        f"{name} is not a readable PDF (corrupt or truncated): {detail}. "
+        f"{name} is not a readable PDF (corrupt or truncated: {detail}). "
         "Open it in a PDF viewer and save or export a new copy."
     )
 
@@ -105,21 +106,45 @@ def _pdf_pages_pypdf(data: bytes, name: str, first: Exception) -> tuple[str | No
     import pypdf
     from pypdf.errors import FileNotDecryptedError, PyPdfError
 
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise _encrypted(name) from first
-        title = reader.metadata.title if reader.metadata else None
-        pages = [Page(number=i + 1, text=newlines(pg.extract_text() or "")) for i, pg in enumerate(reader.pages)]
-    except LoadError:
-        raise
-    except FileNotDecryptedError as e:
-        raise _encrypted(name) from e
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
-        raise _corrupt(name, str(first)) from e
+    with _pypdf_warnings() as warnings:
+        try:
+            reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise _encrypted(name) from first
+            title = reader.metadata.title if reader.metadata else None
+            pages = [Page(number=i + 1, text=newlines(pg.extract_text() or "")) for i, pg in enumerate(reader.pages)]
+        except LoadError:
+            raise
+        except FileNotDecryptedError as e:
+            raise _encrypted(name) from e
+        except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+            raise _corrupt(name, "; ".join(dict.fromkeys([str(first).rstrip("."), str(e), *warnings]))) from e
     if not pages:
-        raise _corrupt(name, "it has no pages")
+        raise _corrupt(name, "; ".join(["it has no pages", *warnings]))
     return title, pages
+
+
+@contextmanager
+def _pypdf_warnings() -> Iterator[list[str]]:
+    """pypdf's warnings while it reads ("EOF marker not found" …), kept for the file's reason instead of
+    printed bare on stderr by logging's last-resort handler."""
+    logger = logging.getLogger("pypdf")
+    got: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record.getMessage()[:200])
+
+    handler, propagate = Keep(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield got
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        for message in got:
+            log.debug("pypdf: %s", message)
 
 
 def _usable(pg: Page) -> bool:
