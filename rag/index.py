@@ -379,7 +379,8 @@ def _open_version(directory: Path, manifest: Manifest) -> Index:
     if not root.is_dir():
         raise _Moved(f"{root.name} is missing")
     checksums = manifest.checksums
-    with tempfile.TemporaryDirectory(prefix="rag-index-") as tmp:
+    _clean_stale_copies()
+    with tempfile.TemporaryDirectory(prefix=f"{_COPY_PREFIX}{os.getpid()}-") as tmp:
         _copy_verified(root / "chroma", Path(tmp) / "chroma", checksums, directory)
         try:
             client = _persistent_client(Path(tmp) / "chroma")
@@ -407,6 +408,37 @@ def _open_version(directory: Path, manifest: Manifest) -> Index:
                 _verify_in_place(root, rel, entry, directory)
         bm25 = _load_bm25(root / "bm25", ids, directory) if any(r.startswith("bm25/") for r in checksums) else None
     return Index(manifest, chunks, vectors, tokens, bm25, location=str(directory))
+
+
+_COPY_PREFIX = "rag-index-"  # + the reader's pid: a copy whose process is gone can be removed by the next reader
+_STALE_COPY_S = 3600
+
+
+def _clean_stale_copies() -> None:
+    """Remove private copies of Chroma stores (``$TMPDIR/rag-index-<pid>-*``) left by readers that were
+    killed while opening an index: owned by this user, untouched for ``_STALE_COPY_S`` and whose process is
+    gone. Best effort; a copy of a live process (or of another user) is never touched."""
+    now = time.time()
+    for path in Path(tempfile.gettempdir()).glob(f"{_COPY_PREFIX}*-*"):
+        m = re.fullmatch(rf"{_COPY_PREFIX}(\d+)-\w+", path.name)
+        try:
+            st = path.lstat()
+            if (not m or not path.is_dir() or st.st_uid != os.getuid() or now - st.st_mtime < _STALE_COPY_S
+                    or _alive(int(m.group(1)))):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _damaged(directory: Path, rel: str, why: str) -> ReindexRequired:

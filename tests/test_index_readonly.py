@@ -143,3 +143,27 @@ echo "exit=$?"
     assert "Traceback" not in proc.stderr
     hits = json.loads(lines[-1])["hits"]
     assert {h["citation"]["source"] for h in hits} == {"a.md"}
+
+
+def test_copies_left_by_killed_readers_are_removed_by_the_next_one(demo_index_dir, settings_factory, tmp_path,
+                                                                   monkeypatch):
+    """A reader killed while it copied the Chroma store leaves $TMPDIR/rag-index-<pid>-*; the next reader removes
+    those of processes that are gone, untouched for an hour, and nothing else."""
+    import tempfile
+    import time
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    old = time.time() - 2 * 3600
+    made = {}
+    for name, pid, age in [("killed", dead, old), ("recent", dead, time.time()), ("alive", os.getpid(), old),
+                           ("other", None, old)]:
+        path = tmp_path / "tmp" / (f"rag-index-{pid}-{name}" if pid else f"rag-index-{name}")
+        (path / "chroma").mkdir(parents=True)
+        os.utime(path, (age, age))
+        made[name] = path
+    assert len(Index.open(settings_factory(demo_index_dir))) > 40
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted(
+        made[n].name for n in ("recent", "alive", "other"))  # and the reader's own copy is gone
