@@ -91,7 +91,7 @@ M1 = "Mục 1. HỌC VỤ"
 H3 = f"{TITLE} › {C2} › {M1} › Điều 3. Cảnh báo học tập"
 H5 = f"{TITLE} › {C2} › {M1} › Điều 5. Thời hạn giải quyết thủ tục"
 
-# Worked out by hand from the rules in rag/chunk.py with max_chars=280:
+# Worked out by hand from the rules in rag/chunk/ (its docstring) with max_chars=280:
 # - Điều 2 (with its table) is 177 chars: one article chunk, table inside.
 # - Điều 3 is 803 chars: lead-in + Khoản 1 + Khoản 2 = 240 chars fit together; Khoản 3 alone is 406
 #   chars, so it is split at Điểm: lead-in + a + b + c = 255 fit, adding d would be 332; then d + đ;

@@ -1,262 +1,27 @@
-"""Structure-aware chunking: Phần › Chương › Mục › Điều › Khoản › Điểm.
-
-``chunk_document`` takes a ``Document`` whose pages were cleaned by
-``normalise.clean_pages`` and returns ``Chunk``s in document order:
-
-- one chunk per Điều (kind "article") holding its whole body;
-- a Điều longer than ``max_chars`` is split at Khoản: consecutive Khoản are
-  packed greedily (kind "clause", clause "2" or "2-3"); the lead-in before
-  Khoản 1 goes with the first piece; a Khoản that alone is too long is split
-  at Điểm (point "a-c"), and a Điểm (or a Khoản without Điểm) that is still
-  too long at sentence ends;
-- a pipe table (consecutive lines starting with "|") is never cut: it stays
-  in its Điều's chunk when the whole Điều fits, and otherwise becomes a chunk
-  of its own (kind "table") with the Điều's header path (plus "Khoản N" when
-  it sits inside one); what is left of the Điều is then one "article" chunk if
-  it fits, or is split as above;
-- text outside any Điều — the preamble, a chapter's introduction, appendices
-  ("PHỤ LỤC"), or a whole document with no legal structure — becomes
-  paragraph windows of about ``window_chars`` (kind "paragraph"), cut at blank
-  lines, then sentence ends, then spaces, never inside a word. Windows do not
-  overlap: every sentence is in exactly one chunk, so BM25 counts and
-  citations are not doubled.
-
-Structure is read only at line starts. A Điều heading is "Điều N." / "Điều
-N:" / "Điều N ." at the start of a line; a mid-sentence cross-reference
-("theo quy định tại Điều 5 của Quy chế này") never starts an article, and a
-wrapped line that starts with one is caught by numbering: article numbers
-must increase, a number that skips ahead is refused when a later heading
-fills the gap, and a line right after "tại", "theo", "khoản 2" … is a
-continuation. Numbering that restarts at Điều 1 (a Quyết định ban hành
-followed by the Quy chế it issues, or a table of contents that survived
-cleaning) starts a new act: the earlier articles become preamble paragraphs
-and only the last act keeps article citations. Khoản must count 1, 2, 3 … and
-Điểm a, b, c, d, đ, e, g … within their parent; an out-of-sequence "3." or
-"b)" is ordinary text.
-
-Out of scope: tables that a PDF's text layer flattened into plain lines
-(they stay as text in their Điều); nested Khoản numbering such as "1.1";
-Điều headings that extraction glued to the end of a previous line.
-"""
+"""Pass 2 of the chunker: walk the accepted headings and cut each Điều, table and stretch of text
+outside any Điều into pieces of at most ``max_chars`` (the rules are ``rag.chunk``'s docstring)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from bisect import bisect_left, bisect_right
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .normalise import line_width, reflow
-from .types import Chunk, Document
-
-CHUNKER_VERSION = "2"  # recorded in the index manifest next to NORMALISER_VERSION; bump when output changes
-SEP = " › "
-POINT_LETTERS = "abcdđeghiklmnopqrstuvxy"  # Vietnamese order: no f, j, w, z; đ after d
-
-_MD_PREFIX = re.compile(r"^(?:#{1,6}\s+)?(?:\*\*|__)?(.*?)(?:\*\*|__)?$")
-_ROMAN = r"[IVXLC]+"
-_NAME_SEP = r"\s*([.:\-–—])?\s*(.*)$"
-_RE_PART = re.compile(rf"^(?:Phần|PHẦN)\s+((?:thứ|THỨ|Thứ)\s+\w+|{_ROMAN}|\d+)(?=$|[\s.:\-–—]){_NAME_SEP}")
-_RE_CHAPTER = re.compile(rf"^(?:Chương|CHƯƠNG)\s+({_ROMAN}|\d+)(?=$|[\s.:\-–—]){_NAME_SEP}")
-_RE_SECTION = re.compile(rf"^(?:Mục|MỤC)\s+(\d+|{_ROMAN})(?=$|[\s.:\-–—]){_NAME_SEP}")
-_RE_APPENDIX = re.compile(rf"^(?:PHỤ LỤC|Phụ lục)(?:\s+(\d+|{_ROMAN}|[A-Z]))?(?=$|[\s.:\-–—]){_NAME_SEP}")
-_RE_ARTICLE = re.compile(r"^(?:Điều|ĐIỀU)\s+(\d+[a-zđ]?)\s*[.:]\s*(.*)$")  # not "-": "Điều 5-7 của ..."
-_RE_CLAUSE = re.compile(r"^(\d{1,3})[.)]\s+\S")
-_RE_POINT = re.compile(r"^([a-zđ])[).]\s+\S")
-# A line ending like this is mid-sentence: a "Điều N." right after it is a cross-reference.
-# (Lower-case words only: a chapter name such as "KHEN THƯỞNG VÀ" wrapping is not a sentence.)
-_RE_XREF_TAIL = re.compile(r"(?:\b(?:tại|theo|của|và|hoặc|với|như|ở|trong|quy định|[Kk]hoản \d+|[Đđ]iểm [a-zđ])|,)$")
-_RE_SENTENCE_END = re.compile(r"[.!?;:…][\"”’')\]]*(?=\s)")
-
-
-# --- lines ------------------------------------------------------------------
-
-
-@dataclass
-class _Line:
-    text: str  # stripped, markdown heading marks removed for matching
-    raw: str
-    page: int
-    start: int  # offsets of the raw line in the flat text
-    end: int
-
-
-def _flatten(doc: Document) -> tuple[str, list[_Line]]:
-    parts, lines, pos = [], [], 0
-    for page in doc.pages:
-        if not page.text.strip():
-            continue
-        for raw in page.text.split("\n"):
-            m = _MD_PREFIX.match(raw.strip())
-            lines.append(_Line(m.group(1).strip(), raw, page.number, pos, pos + len(raw)))
-            parts.append(raw)
-            pos += len(raw) + 1
-    return "\n".join(parts), lines
-
-
-def _upperish(s: str) -> bool:
-    letters = [c for c in s if c.isalpha()]
-    return len(letters) >= 2 and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
-
-
-def _starts_lower(s: str) -> bool:
-    return bool(s) and s[0].islower()
-
-
-# --- pass 1: candidate headings ---------------------------------------------------------
-
-
-@dataclass
-class _Heading:
-    kind: str  # part | chapter | section | article | appendix
-    line: int
-    num: str
-    name: str = ""
-    consumed: list[int] = field(default_factory=list)  # name/title lines on the next lines
-
-
-def _next_nonempty(lines: list[_Line], i: int) -> int | None:
-    for j in range(i + 1, len(lines)):
-        if lines[j].text:
-            return j
-    return None
-
-
-def _prev_nonempty(lines: list[_Line], i: int) -> int | None:
-    for j in range(i - 1, -1, -1):
-        if lines[j].text:
-            return j
-    return None
-
-
-def _is_heading_line(text: str) -> bool:
-    return any(r.match(text) for r in (_RE_PART, _RE_CHAPTER, _RE_SECTION, _RE_ARTICLE, _RE_APPENDIX))
-
-
-def _named_heading(kind: str, m: re.Match, lines: list[_Line], i: int) -> _Heading | None:
-    """Phần / Chương / Mục / Phụ lục: the name is on the same line or on the next upper-case line(s)."""
-    num, sep, rest = m.group(1) or "", m.group(2), m.group(3).strip()
-    h = _Heading(kind, i, num)
-    j = _next_nonempty(lines, i)
-    if rest:
-        if _upperish(rest):
-            h.name = rest
-        elif sep or kind == "appendix":
-            # "Chương I. Những quy định chung" is a heading only if a heading or an upper-case line follows;
-            # "Mục 3: Sinh viên được ..." inside an article is not.
-            nxt = lines[j].text if j is not None else ""
-            if not rest[0].isupper() or len(rest) > 120 or rest[-1] in ".;,":
-                return None
-            numbered_appendix = kind == "appendix" and num and sep
-            p = _prev_nonempty(lines, i)
-            if numbered_appendix and p is not None and _RE_XREF_TAIL.search(lines[p].text):
-                return None  # "… quy định tại" / "Phụ lục 1. …": a wrapped cross-reference
-            # "Phụ lục 1: Các yêu cầu …" names itself with its number; other headings need a heading after them
-            if not numbered_appendix and not (j is not None and (_is_heading_line(nxt) or _upperish(nxt))):
-                return None
-            h.name = rest
-        else:
-            return None
-        return h
-    # name on the following upper-case line(s), at most two
-    names = []
-    while j is not None and len(names) < 2 and _upperish(lines[j].text) and not _is_heading_line(lines[j].text):
-        names.append(lines[j].text)
-        h.consumed.append(j)
-        j = _next_nonempty(lines, j)
-    h.name = " ".join(names)
-    return h
-
-
-def _article_heading(m: re.Match, lines: list[_Line], i: int) -> _Heading | None:
-    num, rest = m.group(1), m.group(2).strip()
-    if rest and _starts_lower(rest):
-        return None  # "Điều 5. của ..." is a wrapped cross-reference
-    p = _prev_nonempty(lines, i)
-    if p is not None and _RE_XREF_TAIL.search(lines[p].text):
-        return None
-    h = _Heading("article", i, num)
-    j = _next_nonempty(lines, i)
-    if not rest:
-        if j is not None and not _is_heading_line(lines[j].text) and not _RE_CLAUSE.match(lines[j].text) \
-                and not _RE_POINT.match(lines[j].text) and len(lines[j].text) <= 200:
-            h.name = lines[j].text.rstrip(".")
-            h.consumed.append(j)
-        return h
-    if len(rest) > 200 or re.search(r"[.;]\s+\S", rest):
-        return h  # no title: the line holds body text (kept in the body)
-    title = rest
-    if j is not None and title[-1] not in ".;:" and _starts_lower(lines[j].text) \
-            and not _RE_POINT.match(lines[j].text) and len(title) + len(lines[j].text) <= 250:
-        title += " " + lines[j].text  # a title that wrapped onto the next line
-        h.consumed.append(j)
-    h.name = title.rstrip(".").strip()
-    return h
-
-
-def _find_headings(lines: list[_Line]) -> list[_Heading]:
-    out: list[_Heading] = []
-    consumed: set[int] = set()
-    for i, ln in enumerate(lines):
-        if i in consumed or not ln.text:
-            continue
-        t = ln.text
-        h = None
-        if m := _RE_ARTICLE.match(t):
-            h = _article_heading(m, lines, i)
-        elif m := _RE_CHAPTER.match(t):
-            h = _named_heading("chapter", m, lines, i)
-        elif m := _RE_SECTION.match(t):
-            h = _named_heading("section", m, lines, i)
-        elif m := _RE_PART.match(t):
-            h = _named_heading("part", m, lines, i)
-        elif m := _RE_APPENDIX.match(t):
-            h = _named_heading("appendix", m, lines, i)
-        if h is not None:
-            out.append(h)
-            consumed.update(h.consumed)
-    return out
-
-
-_RE_DIGITS = re.compile(r"\d+")
-
-
-def _int(num: str) -> int:
-    return int(_RE_DIGITS.match(num).group())
-
-
-def _accept_articles(heads: list[_Heading]) -> tuple[list[_Heading], int]:
-    """Keep article headings whose numbers make sense; return (kept, line of the last demoted article or -1)."""
-    arts = [h for h in heads if h.kind == "article"]
-    nums = [_int(h.num) for h in arts]
-    later = sorted(nums)  # the numbers of the articles after the current one, sorted (searched, not scanned)
-    kept: list[_Heading] = []
-    demoted_until = -1
-    last: int | None = None
-    for h, n in zip(arts, nums):
-        del later[bisect_left(later, n)]
-        if last is None or n == last + 1:
-            ok = True
-        elif n > last + 1:
-            # skipping ahead while the gap is filled later: a stray line
-            i = bisect_right(later, last)
-            ok = not (i < len(later) and later[i] < n)
-        elif n == 1 and _contains(later, 2):
-            demoted_until = kept[-1].line  # numbering restarts: a new act begins here
-            kept = []
-            ok = True
-        else:
-            ok = False
-        if ok:
-            kept.append(h)
-            last = n
-    return kept, demoted_until
-
-
-def _contains(sorted_values: list[int], x: int) -> bool:
-    i = bisect_left(sorted_values, x)
-    return i < len(sorted_values) and sorted_values[i] == x
+from ..normalise import line_width, reflow
+from ..types import Document
+from .headings import (
+    POINT_LETTERS,
+    SEP,
+    _RE_ARTICLE,
+    _RE_CLAUSE,
+    _RE_POINT,
+    _RE_SENTENCE_END,
+    _accept_articles,
+    _find_headings,
+    _flatten,
+    _Heading,
+    _Line,
+)
 
 
 # --- pass 2: walk the structure -------------------------------------------------
@@ -683,35 +448,3 @@ def _piece(units: list[dict]) -> dict:
     clause = _range([u["clause"] for u in body])
     point = _range([u["point"] for u in body]) if body and all(u["level"] == "point" for u in body) else None
     return dict(spans=[s for u in units for s in u["spans"]], clause=clause, point=point, kind="clause")
-
-
-def _chunk_id(source: str, header: str, text: str, occurrence: int) -> str:
-    h = hashlib.sha1(f"{source}\x1f{header}\x1f{text}\x1f{occurrence}".encode("utf-8"))
-    return h.hexdigest()[:20]
-
-
-def chunk_document(doc: Document, *, max_chars: int = 2400, window_chars: int = 1200,
-                   title: str | None = None) -> list[Chunk]:
-    """Chunks of one cleaned document, in document order, with deterministic content-hash ids.
-
-    ``title`` (the short title from rag.metadata) starts every header path; default: ``doc.title``.
-    """
-    if max_chars < 100 or window_chars < 100:
-        raise ValueError("max_chars and window_chars must be at least 100")
-    raw = _Chunker(doc, max_chars, window_chars, title).run()
-    seen: Counter[tuple[str, str]] = Counter()
-    chunks = []
-    for r in raw:
-        key = (r["header"], r["text"])
-        occurrence = seen[key]
-        seen[key] += 1
-        chunks.append(
-            Chunk(
-                id=_chunk_id(doc.source, r["header"], r["text"], occurrence),
-                document=doc.title,
-                source=doc.source,
-                doc_sha256=doc.sha256,
-                **r,
-            )
-        )
-    return chunks
