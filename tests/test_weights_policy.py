@@ -317,7 +317,7 @@ def test_the_runpod_worker_logs_the_reason_its_client_is_not_told(server, demo_p
 
     w = Worker(demo_pipeline, max_concurrency=1)
     monkeypatch.setattr(demo_pipeline, "generator", object())  # "has an LLM": the download is attempted
-    w._cache = cache(tmp_path)
+    w.adapters.cache = cache(tmp_path)
 
     async def go():
         return [o async for o in w.handler({"id": "j1", "input": {"prompt": "Học bổng?",
