@@ -18,7 +18,7 @@ directory, or a Hub id already in the HF cache) and its architecture (model
 type, hidden size, layers, heads, intermediate size, vocabulary) differs from
 RAG_LLM's. The weight shapes are checked against this base's layers in any case.
 
-Out of scope: downloading or unpacking adapters (rag/weights.py), loading them
+Out of scope: downloading or unpacking adapters (rag/weights/), loading them
 (rag/modeling.py), non-LoRA shape checks.
 """
 

@@ -22,7 +22,7 @@ Every choice comes from ``Settings``:
 (``RAG_LLM`` when serving, ``--base-model`` when training).
 
 Out of scope: generation (rag/generate.py), per-request adapter switching
-(``Generator``), downloading tarballs (rag/weights.py).
+(``Generator``), downloading tarballs (rag/weights/).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ all running cog.yaml's ``predict.py:Runner``:
 * ``bad_adapter`` and ``bad_index``: setups that must fail (a missing RAG_ADAPTER; an index
   whose manifest names another embedding model).
 
-Plus fast unit tests of the weights cache (rag/weights.py) and rag/render.py, no server.
+Plus fast unit tests of the weights cache (rag/weights/) and rag/render.py, no server.
 """
 
 from __future__ import annotations

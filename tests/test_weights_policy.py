@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from rag import weights
+from rag.weights import download
 from rag.config import Settings
 from rag.errors import ConfigError, InputError
 from rag.weights import WeightsCache, request_adapter
@@ -229,7 +230,7 @@ def test_a_download_larger_than_the_whole_cache_is_refused_while_it_streams(serv
     ("8.8.8.8", True), ("2606:4700:4700::1111", True),
 ])
 def test_which_addresses_are_public(address, public):
-    assert weights._is_public(address) is public
+    assert download._is_public(address) is public
 
 
 def test_loopback_is_refused_by_default_without_a_request(server, tmp_path):
@@ -250,7 +251,7 @@ def test_every_redirect_hop_is_checked(tmp_path, monkeypatch):
     """127.0.0.1 stands for a public host here; a redirect from it to 127.0.0.2 (a private target) is refused
     before the second server is reached, unless the setting allows private targets."""
     public, private = Server("127.0.0.1"), Server("127.0.0.2")
-    monkeypatch.setattr(weights, "_is_public", lambda address: address == "127.0.0.1")
+    monkeypatch.setattr(download, "_is_public", lambda address: address == "127.0.0.1")
     url = public.url("/redirect?to=" + private.url("/ok.tar"))
     try:
         with pytest.raises(InputError) as e:
@@ -272,7 +273,7 @@ def test_a_redirect_loop_ends(server, tmp_path):
 
 def test_the_hf_token_goes_to_the_first_hop_only(tmp_path, monkeypatch):
     first, second = Server(), Server()
-    monkeypatch.setattr(weights, "_is_hf_host", lambda url: f":{first.httpd.server_address[1]}/" in url)
+    monkeypatch.setattr(download, "_is_hf_host", lambda url: f":{first.httpd.server_address[1]}/" in url)
     try:
         request_adapter(first.url("/redirect?to=" + second.url("/ok.tar")), has_llm=True, cache=cache(tmp_path),
                         token="hf_SECRET")
