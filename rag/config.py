@@ -175,8 +175,15 @@ class Settings:
     max_html_mb: float = setting(10.0, "RAG_MAX_HTML_MB", "largest HTML source file, in MB (parsing HTML needs "
                                  "many times its size in memory; `RAG_MAX_FILE_MB` still applies)", kind="float",
                                  group="limits", lo=0.0001, hi=10_000.0)
+    max_json_mb: float = setting(10.0, "RAG_MAX_JSON_MB", "largest JSON source file, in MB (parsing JSON builds "
+                                 "every value in memory, up to 40 times the file's size; `RAG_MAX_FILE_MB` still "
+                                 "applies)", kind="float", group="limits", lo=0.0001, hi=10_000.0)
     max_unzipped_mb: float = setting(200.0, "RAG_MAX_UNZIPPED_MB", "largest expanded size of a DOCX (a zip), in MB",
                                      kind="float", group="limits", lo=0.001, hi=100_000.0)
+    max_docx_xml_mb: float = setting(20.0, "RAG_MAX_DOCX_XML_MB", "largest expanded size of a DOCX's XML (its text, "
+                                     "styles, numbering: everything but media), in MB (parsed as a tree: about 16 "
+                                     "times its size in memory; `RAG_MAX_UNZIPPED_MB` still applies)", kind="float",
+                                     group="limits", lo=0.001, hi=100_000.0)
     max_question_chars: int = setting(2000, "RAG_MAX_QUESTION_CHARS", "longest question, in characters", kind="int",
                                       group="limits", lo=10, hi=100_000)
     # OCR

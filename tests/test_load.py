@@ -260,6 +260,46 @@ def test_docx_zip_bomb_is_refused_before_opening(tmp_path):
     assert load_file(path, S).pages[0].text == "Điều 1. Phạm vi"  # under the default limit it loads
 
 
+def test_docx_xml_over_its_limit_is_refused_before_parsing(tmp_path, monkeypatch):
+    """RAG_MAX_DOCX_XML_MB counts the XML python-docx would parse into a tree (media do not count)."""
+    import docx
+
+    path = _docx(tmp_path / "long.docx", lambda d: [d.add_paragraph(f"Điều {i}. Sinh viên đóng học phí đúng hạn.")
+                                                    for i in range(1, 400)])
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/media/photo.bin", b"\0" * (2 * 1024 * 1024))  # 2 MB of media: not XML
+    parsed = []
+    monkeypatch.setattr(docx, "Document", lambda *a: parsed.append(a) or pytest.fail("parsed"))
+    with pytest.raises(LoadError) as e:
+        load_file(path, S.with_(max_docx_xml_mb=0.02))
+    assert e.value.code == "file_too_large" and "RAG_MAX_DOCX_XML_MB" in str(e.value) and "0.02 MB limit" in str(e.value)
+    assert not parsed
+    monkeypatch.undo()
+    doc = load_file(path, S.with_(max_docx_xml_mb=1))  # 2 MB of media, under 1 MB of XML: read
+    assert "Điều 399. Sinh viên đóng học phí đúng hạn." in doc.pages[0].text
+
+
+def test_json_has_its_own_size_cap_and_page_limit(tmp_path, monkeypatch):
+    import rag.load.json as json_loader
+
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"title": "Quy chế", "text": "Điều 1. Học phí\n" + "Sinh viên đóng học phí. " * 2000},
+                               ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(LoadError) as e:
+        load_file(path, S.with_(max_json_mb=0.01))
+    assert e.value.code == "file_too_large" and "RAG_MAX_JSON_MB" in str(e.value)
+    assert load_file(path, S.with_(max_json_mb=0.1)).pages[0].text.startswith("Điều 1. Học phí")
+    with pytest.raises(LoadError) as e:  # RAG_MAX_FILE_MB still applies, and is named when it is the lower
+        load_file(path, S.with_(max_file_mb=0.01))
+    assert "RAG_MAX_FILE_MB" in str(e.value)
+    monkeypatch.setattr(json_loader, "MAX_PAGES", 3)
+    pages = tmp_path / "pages.json"
+    pages.write_text(json.dumps({"pages": ["Điều 1. A", "b", "c", "d"]}), encoding="utf-8")
+    with pytest.raises(LoadError, match="4 pages, over the 3") as e:
+        load_file(pages, S)
+    assert e.value.code == "file_too_large"
+
+
 def test_docx_that_is_not_a_zip_or_not_word(tmp_path):
     fake = tmp_path / "old.docx"
     fake.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)  # an old binary .doc renamed

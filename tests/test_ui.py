@@ -271,6 +271,29 @@ def test_upload_refuses_wrong_types_and_oversized_files(demo_pipeline, tmp_path,
     assert list(app.upload([]))[-1][0] == "Chưa chọn tệp nào."
 
 
+def test_upload_applies_the_loaders_checks_before_copying(demo_pipeline, tmp_path, settings_factory):
+    """A DOCX that is small on disk but expands past RAG_MAX_UNZIPPED_MB, and a JSON over RAG_MAX_JSON_MB, are
+    refused with the loader's reasons before they are copied or ingested (the same checks as `rag ingest`)."""
+    import zipfile
+
+    settings = settings_factory(demo_pipeline.settings.index_dir, max_unzipped_mb=1, max_json_mb=0.001)
+    app = ChatApp(settings, LocalBackend(demo_pipeline), index=demo_pipeline.index, embedder=demo_pipeline.embedder,
+                  work_dir=tmp_path / "work")
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", "<w:document/>")
+        z.writestr("word/media/zeros.bin", b"\0" * (3 * 1024 * 1024))
+    assert bomb.stat().st_size < 100_000
+    big = tmp_path / "big.json"
+    big.write_text('{"text": "' + "x" * 5000 + '"}', encoding="utf-8")
+    status, page = list(app.upload([str(bomb), str(big)]))[-1]
+    assert "✗ bomb.docx: bomb.docx expands to 3 MB, over the 1 MB limit" in status, status
+    assert "RAG_MAX_UNZIPPED_MB" in status
+    assert "✗ big.json:" in status and "RAG_MAX_JSON_MB" in status, status
+    assert not (tmp_path / "work" / "uploads" / "bomb.docx").exists()
+    assert not (tmp_path / "work" / "index").exists() and "còn trống" in page
+
+
 # -- remote backends with honest fakes of the official clients ----------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from pathlib import Path
 from typing import Iterator
 
 from ..config import Settings
@@ -21,10 +22,12 @@ _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 
 
-def _check_zip(data: bytes, name: str, settings: Settings) -> None:
-    """Refuse what is not a zip, and zips that would expand past RAG_MAX_UNZIPPED_MB (zip bombs)."""
+def check(source: bytes | str | Path, name: str, settings: Settings) -> None:
+    """Refuse what is not a zip, zips that would expand past RAG_MAX_UNZIPPED_MB (zip bombs), and XML past
+    RAG_MAX_DOCX_XML_MB (python-docx parses every XML part into a tree: about 16 times its size in memory).
+    Reads only the zip's directory (``source``: the file's bytes or its path)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
             infos = z.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as e:
         raise LoadError(
@@ -37,6 +40,12 @@ def _check_zip(data: bytes, name: str, settings: Settings) -> None:
             f"{name} expands to {total / MB:.3g} MB, over the {settings.max_unzipped_mb:g} MB limit "
             "for unzipped DOCX content: remove large embedded media or raise RAG_MAX_UNZIPPED_MB."
         )
+    xml = sum(i.file_size for i in infos if i.filename.lower().endswith((".xml", ".rels")))
+    if xml > settings.max_docx_xml_mb * MB:
+        raise LoadError(
+            f"{name} holds {xml / MB:.3g} MB of XML (its text and formatting, unzipped), over the "
+            f"{settings.max_docx_xml_mb:g} MB limit: split the document or raise RAG_MAX_DOCX_XML_MB.",
+            code="file_too_large")
     if not any(i.filename == "word/document.xml" for i in infos):
         raise LoadError(f"{name} is a zip archive but not a Word document (no word/document.xml): save it as .docx.")
 
@@ -47,7 +56,7 @@ def read(data: bytes, name: str, settings: Settings, ocr=None) -> tuple[str | No
     from docx.opc.exceptions import OpcError
     from lxml.etree import LxmlError
 
-    _check_zip(data, name, settings)
+    check(data, name, settings)
     try:
         d = docx.Document(io.BytesIO(data))
         numbering = _Numbering(d)

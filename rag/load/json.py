@@ -3,7 +3,9 @@
     {"title": "Quy chế đào tạo", "pages": ["text of page 1", "text of page 2"]}
     {"title": "Quy chế đào tạo", "text": "the whole text"}
 
-``title`` is optional; a list of documents is not accepted.
+``title`` is optional; a list of documents is not accepted. The file's size is capped by
+``RAG_MAX_JSON_MB`` (``json.loads`` builds every value: up to about 40 times the file's size for
+many tiny values) and its pages by ``MAX_PAGES``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from ..config import Settings
 from ..errors import LoadError
 from ..types import Page
 from .common import newlines
+
+MAX_PAGES = 20_000  # each page becomes an object: a file of millions of tiny pages would cost gigabytes
 
 _JSON_SHAPE = (
     'one object: {"title": "...", "pages": ["page 1 text", ...]} or {"title": "...", "text": "..."} '
@@ -45,6 +49,9 @@ def read(data: bytes, name: str, settings: Settings | None = None, ocr=None) -> 
     pages = obj["pages"]
     if not isinstance(pages, list):
         raise bad('"pages" must be a list of strings')
+    if len(pages) > MAX_PAGES:
+        raise LoadError(f"{name} has {len(pages)} pages, over the {MAX_PAGES} a JSON document may have: split it.",
+                        code="file_too_large")
     for i, t in enumerate(pages):
         if not isinstance(t, str):
             raise bad(f'"pages"[{i}] is a {type(t).__name__}, not a string')

@@ -15,19 +15,21 @@ from ..config import Settings
 from ..errors import InputError, LoadError
 from ..types import Document, Page
 from . import docx, html, json, pdf, text
-from .common import MB, clip_title, meaningful_title, title_from_text
+from .common import clip_title, meaningful_title, title_from_text
 from .pdf import OcrHook
 
 
 class Format(NamedTuple):
     kind: str  # Document.kind
     read: Callable[[bytes, str, Settings, OcrHook | None], tuple[str | None, list[Page]]]
+    # what can be refused before reading: (the file's bytes, or its path; name; settings) -> raise LoadError
+    check: Callable[[bytes | str | Path, str, Settings], None] | None = None
 
 
 # Extension (lower case) → format, in the order messages list them.
 LOADERS: dict[str, Format] = {
     ".pdf": Format("pdf", pdf.read),
-    ".docx": Format("docx", docx.read),
+    ".docx": Format("docx", docx.read, docx.check),
     ".html": Format("html", html.read),
     ".htm": Format("html", html.read),
     ".txt": Format("txt", text.read_plain),
@@ -43,6 +45,29 @@ def unsupported_reason(path: Path) -> str:
     what = f"type {ext}" if ext else "type (no extension)"
     return f"unsupported {what}: supported are {SUPPORTED_LIST}"
 
+
+
+def check_file(path: str | Path, settings: Settings, name: str) -> None:
+    """Refuse, before a file is copied or read, what ``load_file`` would refuse from its size and layout alone:
+    an unsupported type, over the size cap of its format, a DOCX whose content expands past its limits.
+    The one policy for every way in (ingest reads through ``load_file``; the web chat's upload calls this)."""
+    import stat
+
+    from .safe import check_size, not_regular
+
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED:
+        raise LoadError(f"{name}: {unsupported_reason(p)}")
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise LoadError(f"cannot read {name}: {e.strerror or e}", code="unreadable") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise not_regular(name)
+    check_size(st.st_size, ext, settings, name)
+    if LOADERS[ext].check is not None:
+        LOADERS[ext].check(p, name, settings)
 
 
 def load_file(
@@ -61,7 +86,7 @@ def load_file(
     unavailable or failing, from the hook), ``NeedsOCRError`` (a PDF with no text layer on any
     page and no OCR; its ``pages`` lists them) or ``InputError`` (no such file).
     """
-    from .safe import read_regular, size_limit_mb, too_large
+    from .safe import check_size, read_regular
 
     p = Path(path)
     name = source if source is not None else str(path)
@@ -74,10 +99,7 @@ def load_file(
         if not p.exists():
             raise InputError(f"no such file or folder: {path}")
         data = read_regular(p, settings, name)
-    limit_mb = size_limit_mb(settings, ext)
-    if len(data) > limit_mb * MB:
-        setting = "RAG_MAX_HTML_MB" if limit_mb < settings.max_file_mb else "RAG_MAX_FILE_MB"
-        raise too_large(name, f"{len(data) / MB:.3g} MB", limit_mb, setting)
+    check_size(len(data), ext, settings, name)
     if not data:
         raise LoadError(f"{name} is empty")
 

@@ -24,16 +24,33 @@ def printable(path: str | Path) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
+# formats whose parsing costs many times the file's size in memory have their own, tighter cap
+_FORMAT_CAPS = {".html": ("max_html_mb", "RAG_MAX_HTML_MB"), ".htm": ("max_html_mb", "RAG_MAX_HTML_MB"),
+                ".json": ("max_json_mb", "RAG_MAX_JSON_MB")}
+
+
+def size_limit(settings: Settings, ext: str) -> tuple[float, str]:
+    """The size cap, in MB, for a file of this extension, and the setting that sets it."""
+    field, setting = _FORMAT_CAPS.get(ext.lower(), ("max_file_mb", "RAG_MAX_FILE_MB"))
+    if getattr(settings, field) < settings.max_file_mb:
+        return getattr(settings, field), setting
+    return settings.max_file_mb, "RAG_MAX_FILE_MB"
+
+
 def size_limit_mb(settings: Settings, ext: str) -> float:
-    """The size cap for a file of this extension (HTML has its own, tighter one: parsing it costs memory)."""
-    if ext.lower() in (".html", ".htm"):
-        return min(settings.max_file_mb, settings.max_html_mb)
-    return settings.max_file_mb
+    return size_limit(settings, ext)[0]
 
 
 def too_large(name: str, size: str, limit_mb: float, setting: str) -> LoadError:
     return LoadError(f"{name} is {size}, over the {limit_mb:g} MB limit: split the file or raise {setting}.",
                      code="file_too_large")
+
+
+def check_size(size: int, ext: str, settings: Settings, name: str) -> None:
+    """``file_too_large`` when ``size`` bytes are over the cap for this extension."""
+    limit_mb, setting = size_limit(settings, ext)
+    if size > limit_mb * MB:
+        raise too_large(name, f"{size / MB:.3g} MB", limit_mb, setting)
 
 
 def not_regular(name: str) -> LoadError:
@@ -48,9 +65,7 @@ def read_regular(path: str | Path, settings: Settings, name: str) -> bytes:
     checked on the opened descriptor (after symlinks are resolved), so a file swapped for a
     FIFO or a link to /dev/zero after listing is refused too.
     """
-    ext = Path(path).suffix
-    limit_mb = size_limit_mb(settings, ext)
-    setting = "RAG_MAX_HTML_MB" if limit_mb < settings.max_file_mb else "RAG_MAX_FILE_MB"
+    limit_mb, setting = size_limit(settings, Path(path).suffix)
     limit = int(limit_mb * MB)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -62,8 +77,7 @@ def read_regular(path: str | Path, settings: Settings, name: str) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise not_regular(name)
-        if st.st_size > limit:
-            raise too_large(name, f"{st.st_size / MB:.3g} MB", limit_mb, setting)
+        check_size(st.st_size, Path(path).suffix, settings, name)
         parts: list[bytes] = []
         total = 0
         while True:  # the cap holds even when the file grows while it is read

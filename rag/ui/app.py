@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable, Iterator
 
 from ..config import Settings, default_index_dir
 from .. import texts as t
-from ..errors import Cancelled, InputError, RagError, public_message, redact
+from ..errors import Cancelled, InputError, LoadError, RagError, public_message, redact
 from ..pipeline import Delta, Final
 from ..render import message_text
 from ..request import DEFAULT_MAX_NEW_TOKENS, MAX_TURN_CHARS, TEMPERATURE_RANGE, AskRequest
@@ -274,7 +274,8 @@ class ChatApp:
         """Ingest uploaded files into the working index, one at a time; yields (progress log, working index page)."""
         from ..ingest import ingest
         from ..load import SUPPORTED
-        from ..load.safe import size_limit_mb
+        from ..load.registry import check_file
+        from ..load.safe import size_limit
 
         paths = [Path(getattr(f, "name", f)) for f in (files or [])]
         if not paths:
@@ -289,11 +290,14 @@ class ChatApp:
             if p.suffix.lower() not in SUPPORTED:
                 lines.append(t.UPLOAD_BAD_TYPE.format(name=name, types=", ".join(sorted(SUPPORTED))))
                 continue
-            size_mb = p.stat().st_size / (1024 * 1024) if p.exists() else 0.0
-            limit = size_limit_mb(self.settings, p.suffix)
-            if size_mb > limit:
-                setting = "RAG_MAX_FILE_MB" if limit == self.settings.max_file_mb else "RAG_MAX_HTML_MB"
-                lines.append(t.UPLOAD_TOO_LARGE.format(name=name, size_mb=size_mb, limit=limit, setting=setting))
+            try:  # the loader's own checks (size per format, a DOCX's expanded size), before anything is copied
+                check_file(p, self.settings, name)
+            except LoadError as err:
+                limit, setting = size_limit(self.settings, p.suffix)
+                size_mb = p.stat().st_size / (1024 * 1024) if p.exists() else 0.0
+                lines.append(t.UPLOAD_TOO_LARGE.format(name=name, size_mb=size_mb, limit=limit, setting=setting)
+                             if err.code == "file_too_large" and size_mb > limit
+                             else t.UPLOAD_FAILED.format(step=name, reason=redact(str(err))))
                 continue
             dest = uploads / name
             shutil.copyfile(p, dest)
