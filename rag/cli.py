@@ -260,14 +260,16 @@ def cmd_eval(args) -> int:
 
 
 def _eval_corpora(args) -> int:
+    from .config import cache_home
     from .evaluate import suite, write_json
 
     data = Path(args.data).expanduser() if args.data else Path("../shared/data")
-    work = Path(args.work).expanduser() if args.work else Path.home() / ".cache" / "rag" / "eval"
+    work = Path(args.work).expanduser() if args.work else cache_home() / "rag" / "eval"
     walk = Path(__file__).resolve().parent.parent / "benchmarks" / "hust_walk.jsonl"
     result = suite.run(data, work, _settings(args), progress=sys.stderr.isatty(), walk=walk)
     print(suite.table(result))
-    out = Path(args.out) if args.out else Path("rag-eval") / "corpora"
+    # Beside the indexes it evaluated, as `rag eval` does, not in the working directory (often a source checkout).
+    out = Path(args.out) if args.out else work.parent / "rag-eval" / "corpora"
     for name, rep in result["columns"].items():
         write_json(rep, out / f"{name.replace(' ', '-')}.json")
     print(f"reports: {out}/", file=sys.stderr)
@@ -360,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--retrieval-only", action="store_true", dest="retrieval_only",
                     help="rank metrics, refusal by the relevance gate and latency only; no answers, no LLM")
     sp.add_argument("--out", metavar="DIR", help="where report.json, summary.md and recall.png go "
-                                                "(default: rag-eval/<dataset name> beside the index)")
+                                                "(default: rag-eval/<dataset name> beside the index; with "
+                                                "--corpora, rag-eval/corpora beside --work)")
     sp.add_argument("--top-k", type=int, dest="top_k", help="passages given to the answer (default: RAG_TOP_K)")
     sp.add_argument("--compare", action="append", metavar="REPORT.json",
                     help="an earlier report.json to show next to this run in the table and chart (repeatable)")
@@ -368,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate the demo corpus, the HUST regulations and ALQAC on held-out questions and print "
                          "one table (docs/evaluation.md); indexes are built once into --work")
     sp.add_argument("--data", metavar="DIR", help="with --corpora: the data folder (default ../shared/data)")
-    sp.add_argument("--work", metavar="DIR", help="with --corpora: where the indexes go (default ~/.cache/rag/eval)")
+    sp.add_argument("--work", metavar="DIR", help="with --corpora: where the indexes go (default "
+                                                 "$XDG_CACHE_HOME/rag/eval, else ~/.cache/rag/eval)")
     sp.add_argument("--convert-alqac", nargs=2, metavar=("PATH", "OUT.jsonl"), dest="convert_alqac",
                     help="convert ALQAC 2023 (its folder or train.json) to a dataset, and its laws to documents "
                          "in OUT-laws/, then exit")

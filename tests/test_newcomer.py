@@ -69,6 +69,24 @@ def test_rag_eval_writes_its_report_beside_the_index_not_into_the_working_direct
     assert not (demo_index_dir / "rag-eval").exists()  # beside the index, never inside it
 
 
+@pytest.mark.slow  # indexes and evaluates the demo corpus (about a minute on 2 cores)
+def test_rag_eval_corpora_writes_into_the_cache_not_into_the_working_directory(tmp_path, monkeypatch, capsys):
+    from rag.cli import main
+
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for k in [k for k in os.environ if k.startswith("RAG_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["eval", "--corpora", "--data", str(tmp_path / "no-data")]) == 0
+    reports = tmp_path / "cache" / "rag" / "rag-eval" / "corpora"
+    assert sorted(p.name for p in reports.iterdir()) == ["demo-dev.json", "demo-test.json"]
+    assert (tmp_path / "cache" / "rag" / "eval" / "demo").is_dir()  # the indexes: --work's default
+    assert f"reports: {reports}/" in capsys.readouterr().err
+    assert list(work.iterdir()) == []  # nothing in the working directory
+
+
 def test_the_eval_folder_is_ignored_by_git():
     ignored = subprocess.run(["git", "check-ignore", "-q", "rag-eval/demo/report.json"], cwd=ROOT)
     if ignored.returncode == 128:
