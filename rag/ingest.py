@@ -24,6 +24,7 @@ from .embed import Embedder, EmbedSpec
 from .errors import IndexError_, ReindexRequired
 from .index import INDEX_FORMAT, Index, index_lock, make_manifest, new_collection_name, write_index
 from .load.safe import file_sha256, printable, root_of, skip_reason  # noqa: F401
+from .normalise import segment_all
 from .reader import read_chunks, read_document  # noqa: F401
 from .types import Chunk
 
@@ -148,35 +149,23 @@ def ingest(
             to_read.append((path, source, sidecar, sidecar_sha))
             report.files.append(None)  # its place in the report, filled once it is read
 
-        # Overlap: files are read, OCR'd and chunked in a pool while one thread embeds the new chunks of
-        # the files read so far (word segmentation: see _Stages). Results are taken in listing order, so the report
-        # and the index are the same as one file after the other.
+        # Overlap: files are read, OCR'd and chunked in a pool while one thread embeds the new chunks of the
+        # files read so far (word segmentation: see _Stages). Files are taken as they are read, whatever their
+        # listing order; the report keeps the listing order and the index is sorted by source (``_build``), so
+        # both are the same as one file after the other.
         known = existing.by_id if existing else {}
         stages = _Stages(settings, embedder, read_workers, len(to_read), [p for p, *_ in to_read])
         ocr_deadline = time.time() + settings.ocr_budget_s  # RAG_OCR_BUDGET_S: no OCR page starts after it
-        fresh: dict[str, tuple[list[int], object, list[list[str]]]] = {}  # source -> rows, vectors, tokens
-        # new chunks not yet sent to the embedding thread: source, texts to embed, texts to segment (or None)
-        waiting: list[tuple[str, list[str], list[str] | None]] = []
-        jobs: list[tuple[object, list[tuple]]] = []  # future, (source, offset, count, token offset, count)
-
-        def send() -> None:
-            # Several files' chunks per call: the embedder sorts a call's texts by length, so a bigger
-            # call pads less; the last, partial batch of each small file would cost a full one.
-            texts, to_segment, parts = [], [], []
-            for source, ts, seg in waiting:
-                parts.append((source, len(texts), len(ts), len(to_segment), len(seg or ())))
-                texts += ts
-                to_segment += seg or []
-            jobs.append((stages.embed(texts, to_segment), parts))
-            waiting.clear()
-
+        rows_of: dict[str, list[int]] = {}  # source -> positions of its chunks that are embedded in this run
         try:
-            futures = [stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
-                                   progress=progress) for path, source, sidecar, _ in to_read]
-            places = iter([i for i, f in enumerate(report.files) if f is None])
-            bar = _progress(list(zip(to_read, futures)), progress, "reading")
-            for (path, source, _, sidecar_sha), fut in bar:
-                place = next(places)
+            from concurrent.futures import as_completed
+
+            places = [i for i, f in enumerate(report.files) if f is None]
+            futures = {stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
+                                   progress=progress): (place, source, sidecar_sha)
+                       for place, (path, source, sidecar, sidecar_sha) in zip(places, to_read)}
+            for fut in _progress(as_completed(futures), progress, "reading", total=len(futures)):
+                place, source, sidecar_sha = futures[fut]
                 try:
                     got = fut.result()
                 except Exception as e:  # noqa: BLE001 - a reader that died (e.g. killed for memory)
@@ -184,30 +173,25 @@ def ingest(
                 if isinstance(got, tuple) and got[0] == "error":
                     report.files[place] = _failed(files_meta, old_files, kept, source, got[1], got[2])
                     continue
-                info, meta, chunks, tokens = got
-                rows = [i for i, c in enumerate(chunks) if c.id not in known]
-                waiting.append((source, [chunks[i].full_text for i in rows],
-                                None if tokens is not None else [c.full_text for c in chunks]))
-                if sum(len(ts) for _, ts, _ in waiting) >= 8 * settings.embed_batch_size:
-                    send()
-                fresh[source] = (rows, None, tokens)
+                info, meta, chunks, _ = got
+                rows_of[source] = [i for i, c in enumerate(chunks) if c.id not in known]
+                stages.add(source, [chunks[i].full_text for i in rows_of[source]], [c.full_text for c in chunks])
                 new_chunks[source] = chunks
                 notes = info.pop("notes", [])
                 files_meta[source] = {**info, "meta": meta, "sidecar_sha256": sidecar_sha}
                 status = "updated" if source in kept else "added"
                 report.files[place] = FileResult(source, status, info["pages"], len(chunks),
                                                  ocr_pages=info["ocr_pages"], notes=notes)
-            if waiting:
-                send()
-            for job, parts in jobs:
-                vectors, segmented = job.result()
-                for source, start, count, tstart, tcount in parts:
-                    rows, _, tokens = fresh[source]
-                    if tokens is None:
-                        tokens = segmented[tstart:tstart + tcount]
-                    fresh[source] = (rows, vectors[start:start + count] if count else None, tokens)
+            done = stages.finish()  # source -> (vectors of its new chunks, tokens of all its chunks) or an error
         finally:
             stages.close()
+        place_of = {source: place for place, source, _ in futures.values()}
+        for source, got in done.items():
+            if isinstance(got, Exception):  # its word segmentation failed: the file is reported, not indexed
+                del new_chunks[source], files_meta[source]
+                report.files[place_of[source]] = _failed(files_meta, old_files, kept, source,
+                                                         *reversed(skip_reason(got, source)))
+        fresh = {source: (rows_of[source], *done[source]) for source in new_chunks}
         embedder = stages.embedder
         listed = [source for _, source in listing.files]
         files_meta = {s: files_meta[s] for s in listed if s in files_meta} | files_meta  # listing order
@@ -300,18 +284,23 @@ class _Stages:
 
     PDF and DOCX files (parsing, OCR) are read in processes: they hold the GIL for long stretches; so is a
     large input of any kind (``_BIG_INPUT`` bytes or more), whose word segmentation would otherwise add to the
-    embedding time. The reader processes run at the lowest CPU priority (``_background``) and segment the
-    chunks they read: the embedder's threads never use both cores fully (they wait on each other between
+    embedding time. The reader processes run at the lowest CPU priority (``_background``); each file's chunks
+    go to the embedder as soon as it is chunked, and its word segmentation follows as a task of its own in the
+    same pool: the embedder's threads never use both cores fully (they wait on each other between
     operations), and a lowest-priority process gets that idle time without slowing them (measured: 500
     passages embed 1.02× slower beside a process segmenting at the lowest priority, 1.18× beside one at the
     normal priority, and the segmentation finishes within the embedding). A few light files are read in a
-    thread, which costs no process start, and the embedding thread segments their chunks after each batch.
-    The embedder is loaded by the embedding thread on its first batch, while the first files are still
-    being read.
+    thread, which costs no process start, and the embedding thread segments their chunks after each call.
+
+    The embedding thread takes, each time it is free, every chunk read since its last call (``add``), so the
+    first call starts as soon as any file is chunked and later calls are large: the embedder sorts a call's
+    texts by length, and a bigger call pads less. The embedder is loaded by that thread on its first call,
+    while the first files are still being read.
     """
 
     def __init__(self, settings: Settings, embedder: Embedder | None, read_workers: int | None, n_files: int,
                  paths: list[Path]):
+        import threading
         from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
         heavy = sum(1 for p in paths if Path(p).suffix.lower() in (".pdf", ".docx"))
@@ -326,36 +315,97 @@ class _Stages:
                                                 initializer=_background)
         else:
             self._readers = ThreadPoolExecutor(1, thread_name_prefix="ingest-read")
-        self._embed = ThreadPoolExecutor(1, thread_name_prefix="ingest-embed")
-        # The store's client library (about 1.5 s of imports) is loaded while the first files are read,
-        # not after the last batch is embedded.
-        self._embed.submit(_import_store)
         self._settings = settings
         self.embedder = embedder
         # Word segmentation (pyvi, CPU-bound) runs in the reader processes, at the lowest priority; a reader
         # thread at the normal priority would slow every multi-threaded embedding step it shares a core with,
-        # so with a thread the embedding thread segments each batch after embedding it.
+        # so with a thread the embedding thread segments each call's chunks after embedding them.
         self.readers_segment = read_workers > 0
+        self._pending: list[tuple[str, list[str], list[str] | None]] = []  # read, not yet embedded
+        self._done: dict[str, tuple] = {}  # source -> (vectors or None, tokens or their future)
+        self._closed = False
+        self._error: BaseException | None = None
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._embed_loop, name="ingest-embed", daemon=True)
+        self._thread.start()
 
     def read(self, path, source, sidecar, settings, index_dir, **options):
         return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir,
-                                    with_tokens=self.readers_segment, **options)
+                                    with_tokens=False, **options)
 
-    def embed(self, texts: list[str], segment: list[str] | None = None):
-        """Vectors of ``texts``, and the BM25 tokens of ``segment`` (None: no tokens), in the embedding thread."""
-        return self._embed.submit(self._embed_now, texts, segment)
+    def add(self, source: str, texts: list[str], all_texts: list[str]) -> None:
+        """Queue one file's new chunks (``texts``) for embedding, and all its chunks for segmentation."""
+        segment = None
+        if self.readers_segment:
+            self._done[source] = (None, self._readers.submit(segment_all, all_texts))
+        else:
+            segment = all_texts
+        with self._wake:
+            self._pending.append((source, texts, segment))
+            self._wake.notify()
 
-    def _embed_now(self, texts: list[str], segment_texts: list[str] | None):
-        from .normalise import segment
+    def finish(self) -> dict[str, tuple | Exception]:
+        """Wait for every queued chunk: source → (vectors of its new chunks or None, tokens of all its chunks),
+        or the exception that segmenting that file raised (it is then reported as a file that failed)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        out: dict[str, tuple | Exception] = {}
+        for source, (vectors, tokens) in self._done.items():
+            try:
+                out[source] = (vectors, tokens.result() if hasattr(tokens, "result") else _raise_if_error(tokens))
+            except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
+                out[source] = e
+        return out
 
+    def _embed_loop(self) -> None:
+        _import_store()  # the store's client library (about 1.5 s of imports) loads while the first files are read
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending or self._error is not None:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._embed_now(batch)
+            except BaseException as e:  # noqa: BLE001 - finish() raises it in the ingest's thread
+                self._error = e
+                return
+
+    def _embed_now(self, batch: list[tuple[str, list[str], list[str] | None]]) -> None:
+        texts = [t for _, ts, _ in batch for t in ts]
         if self.embedder is None and texts:
             self.embedder = Embedder.load(self._settings)
         vectors = self.embedder.embed_passages(texts) if texts else None
-        return vectors, [segment(t) for t in segment_texts] if segment_texts is not None else None
+        start = 0
+        for source, ts, segment in batch:
+            if segment is None:
+                tokens = self._done[source][1]  # the reader pool's future
+            else:
+                try:
+                    tokens = segment_all(segment)
+                except Exception as e:  # noqa: BLE001 - reported for this file by finish()
+                    tokens = e
+            self._done[source] = (vectors[start:start + len(ts)] if ts else None, tokens)
+            start += len(ts)
 
     def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._pending.clear()  # an ingest that failed does not embed what is left
+            self._wake.notify()
         self._readers.shutdown(wait=True, cancel_futures=True)
-        self._embed.shutdown(wait=True, cancel_futures=True)
+        self._thread.join()
+
+
+def _raise_if_error(value):
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 _BIG_INPUT = 1 << 20  # bytes of files to read from which reading, chunking and segmenting go to processes
@@ -392,12 +442,12 @@ def _cores() -> int:
     return cores()
 
 
-def _progress(items, enabled: bool, desc: str):
+def _progress(items, enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="file", leave=False)
+    return tqdm(items, desc=desc, unit="file", leave=False, total=total)
 
 
 def demo_paths() -> list[Path]:

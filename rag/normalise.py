@@ -325,6 +325,11 @@ def _drop_toc(lines: list[str]) -> list[str]:
 _WORD = re.compile(r"[^\W_]+")
 
 
+def segment_all(texts: list[str]) -> list[list[str]]:
+    """``segment`` of each text (one call: a task for a reader process of ``rag.ingest``)."""
+    return [segment(t) for t in texts]
+
+
 def segment(text: str) -> list[str]:
     """Word-segmented, lowercased tokens for BM25: "Sinh viên" → ["sinh_viên"].
 

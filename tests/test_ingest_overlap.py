@@ -98,3 +98,71 @@ def test_large_inputs_are_read_and_segmented_by_lowest_priority_processes(tmp_pa
         assert large._readers.submit(os.nice, 0).result(timeout=120) == 19
     finally:
         large.close()
+
+
+class _Recording:
+    """The real embedder, recording each call's size; its first call signals ``started`` and then waits
+    until ``release`` is set."""
+
+    def __init__(self, embedder, started, release):
+        self.inner, self.started, self.release, self.calls = embedder, started, release, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_passages(self, texts):
+        if not self.calls:
+            self.started.set()
+            assert self.release.wait(60)
+        self.calls.append(len(texts))
+        return self.inner.embed_passages(texts)
+
+
+def test_the_embedder_takes_every_chunk_read_since_its_last_call(tmp_path, embedder, settings_factory, monkeypatch):
+    """The first call starts with the first file read; while it runs the other files are read, and the next
+    call takes all of them at once (a big call pads less) instead of one fixed-size call after another."""
+    import threading
+
+    import rag.ingest as ing
+
+    started, release = threading.Event(), threading.Event()
+    reading = ing.read_chunks
+    read = []
+
+    def read_chunks(path, source, *a, **k):
+        if read:
+            assert started.wait(60)  # the first file's chunks are being embedded
+        out = reading(path, source, *a, **k)
+        read.append(source)
+        if len(read) == len(demo_paths()):
+            release.set()  # every file read: the first call may finish
+        return out
+
+    monkeypatch.setattr(ing, "read_chunks", read_chunks)
+    recording = _Recording(embedder, started, release)
+    settings = settings_factory(tmp_path / "index", embed_batch_size=4)
+    report = ingest(demo_paths(), settings, embedder=recording, progress=False, read_workers=0)
+    assert report.ok and sum(recording.calls) == report.embedded == report.chunk_count
+    first = report.files[0].chunks
+    assert recording.calls == [first, report.chunk_count - first]
+
+
+def test_a_file_whose_segmentation_fails_is_named_and_the_rest_indexed(tmp_path, embedder, settings_factory,
+                                                                       monkeypatch):
+    import rag.ingest as ing
+
+    segmenting = ing.segment_all
+
+    def segment_all(texts):
+        if sum("khuyến khích học tập" in t for t in texts) > 3:  # the scholarship rules, not a passing mention
+            raise SystemError("<built-in method> returned a result with an exception set")
+        return segmenting(texts)
+
+    monkeypatch.setattr(ing, "segment_all", segment_all)
+    settings = settings_factory(tmp_path / "index")
+    report = ingest(demo_paths(), settings, embedder=embedder, progress=False, read_workers=0)
+    assert [(f.source, f.status) for f in report.files] == [
+        ("quy-che-cong-tac-sinh-vien.md", "added"), ("quy-che-dao-tao.md", "added"), ("quy-dinh-hoc-bong.md", "failed")]
+    assert "SystemError" in report.files[2].reason, report.files[2].reason
+    index = _open(settings, tmp_path / "index")
+    assert {c.source for c in index.chunks} == {"quy-che-cong-tac-sinh-vien.md", "quy-che-dao-tao.md"}
