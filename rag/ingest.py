@@ -369,7 +369,12 @@ class _Stages:
                     self._wake.wait()
                 if not self._pending or self._error is not None:
                     return
-                batch, self._pending = self._pending, []
+                # at most about _CALL_BATCHES batches per call: an interrupted ingest waits for one call only
+                n, size = 0, 0
+                while n < len(self._pending) and size < _CALL_BATCHES * self.batch_size:
+                    size += len(self._pending[n][1])
+                    n += 1
+                batch, self._pending = self._pending[:n], self._pending[n:]
             try:
                 self._embed_now(batch)
             except BaseException as e:  # noqa: BLE001 - finish() raises it in the ingest's thread
@@ -394,12 +399,17 @@ class _Stages:
             start += len(ts)
 
     def close(self) -> None:
+        """Stop reading and embedding. After ``finish`` nothing is running; after a failure (or Ctrl-C) the
+        call in progress ends on its own in the background, writing nothing, and is not waited for."""
         with self._wake:
             self._closed = True
             self._pending.clear()  # an ingest that failed does not embed what is left
             self._wake.notify()
         self._readers.shutdown(wait=True, cancel_futures=True)
-        self._thread.join()
+
+    @property
+    def batch_size(self) -> int:
+        return self.embedder.batch_size if self.embedder is not None else self._settings.embed_batch_size
 
 
 def _raise_if_error(value):
@@ -408,6 +418,7 @@ def _raise_if_error(value):
     return value
 
 
+_CALL_BATCHES = 32  # embedding batches per call at most (ALQAC laws: 1.2% more padding than one sorted call)
 _BIG_INPUT = 1 << 20  # bytes of files to read from which reading, chunking and segmenting go to processes
 
 

@@ -118,7 +118,9 @@ class _Recording:
         return self.inner.embed_passages(texts)
 
 
-def test_the_embedder_takes_every_chunk_read_since_its_last_call(tmp_path, embedder, settings_factory, monkeypatch):
+@pytest.mark.parametrize("batch_size", [None, 1])
+def test_the_embedder_takes_every_chunk_read_since_its_last_call(tmp_path, embedder, settings_factory, monkeypatch,
+                                                                batch_size):
     """The first call starts with the first file read; while it runs the other files are read, and the next
     call takes all of them at once (a big call pads less) instead of one fixed-size call after another."""
     import threading
@@ -140,11 +142,17 @@ def test_the_embedder_takes_every_chunk_read_since_its_last_call(tmp_path, embed
 
     monkeypatch.setattr(ing, "read_chunks", read_chunks)
     recording = _Recording(embedder, started, release)
+    if batch_size is not None:
+        recording.batch_size = batch_size
+        monkeypatch.setattr(ing, "_CALL_BATCHES", 10)
     settings = settings_factory(tmp_path / "index", embed_batch_size=4)
     report = ingest(demo_paths(), settings, embedder=recording, progress=False, read_workers=0)
     assert report.ok and sum(recording.calls) == report.embedded == report.chunk_count
-    first = report.files[0].chunks
-    assert recording.calls == [first, report.chunk_count - first]
+    sizes = [f.chunks for f in report.files]
+    if batch_size is None:
+        assert recording.calls == [sizes[0], sizes[1] + sizes[2]]
+    else:  # a call stops taking files once it holds _CALL_BATCHES batches: here one file each
+        assert ing._CALL_BATCHES * batch_size < min(sizes[1:]) and recording.calls == sizes
 
 
 def test_a_file_whose_segmentation_fails_is_named_and_the_rest_indexed(tmp_path, embedder, settings_factory,
