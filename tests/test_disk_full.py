@@ -30,7 +30,7 @@ class InternalError(Exception):
 
 
 def _two_builds(tmp_path, embedder, settings_factory, monkeypatch, free: int):
-    import rag.index
+    import rag.index.write
     from rag.ingest import ingest
 
     docs = tmp_path / "docs"
@@ -39,14 +39,14 @@ def _two_builds(tmp_path, embedder, settings_factory, monkeypatch, free: int):
     s = settings_factory(tmp_path / "idx")
     assert ingest([str(docs)], s, embedder=embedder, progress=False).ok
     (docs / "b.md").write_text(DOC_B, encoding="utf-8")
-    real_fill = rag.index._fill_collection
+    real_fill = rag.index.write._fill_collection
 
     def fill_then_fail(col, *args):
         real_fill(col, *args)
         raise InternalError(COMPACTION)
 
     real_usage = shutil.disk_usage
-    monkeypatch.setattr(rag.index, "_fill_collection", fill_then_fail)
+    monkeypatch.setattr(rag.index.write, "_fill_collection", fill_then_fail)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=free))
     return docs, s
 

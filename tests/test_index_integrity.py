@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import rag.index as index_mod
+import rag.index.checksums as index_checksums
 from rag.errors import IndexError_, ReindexRequired
 from rag.index import Index
 
@@ -80,8 +80,8 @@ def test_cli_on_a_damaged_index_says_rebuild_without_traceback(index_copy):
 
 def test_checksums_are_verified_once_per_process_per_file_version(index_copy, settings_factory, monkeypatch):
     hashed: list[str] = []
-    real = index_mod._hash_file
-    monkeypatch.setattr(index_mod, "_hash_file", lambda p: hashed.append(Path(p).name) or real(p))
+    real = index_checksums._hash_file
+    monkeypatch.setattr(index_checksums, "_hash_file", lambda p: hashed.append(Path(p).name) or real(p))
     s = settings_factory(index_copy)
     Index.open(s)
     first = len(hashed)

@@ -97,7 +97,7 @@ def test_ingest_into_an_unwritable_index_is_index_read_only(tmp_path, embedder, 
     previous index is kept; before, it was internal_error."""
     import errno
 
-    import rag.index
+    import rag.index.write
     from rag.errors import IndexError_
     from rag.ingest import ingest
 
@@ -111,7 +111,7 @@ def test_ingest_into_an_unwritable_index_is_index_read_only(tmp_path, embedder, 
         def refuse(directory, err=err):
             raise OSError(err, os.strerror(err), str(directory / "v-000002"))
 
-        monkeypatch.setattr(rag.index, "_new_data_dir", refuse)
+        monkeypatch.setattr(rag.index.write, "_new_data_dir", refuse)
         with pytest.raises(IndexError_) as info:
             ingest([str(docs)], s, embedder=embedder, progress=False)
         assert info.value.code == "index_read_only", info.value

@@ -94,12 +94,12 @@ def test_an_unpublished_first_build_is_removed_by_the_next_ingest(tmp_path, embe
 def test_failed_write_keeps_previous_index_and_removes_its_data(tmp_path, monkeypatch):
     d = tmp_path / "idx"
     write_one(d, 1)
-    import rag.index as index_mod
+    import rag.index.write as index_write
 
     def boom(*a, **k):
         raise RuntimeError("simulated failure while filling the store")
 
-    monkeypatch.setattr(index_mod, "_fill_collection", boom)
+    monkeypatch.setattr(index_write, "_fill_collection", boom)
     with pytest.raises(RuntimeError):
         write_one(d, 2)
     monkeypatch.undo()
