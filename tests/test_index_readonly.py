@@ -117,6 +117,11 @@ def test_ingest_into_an_unwritable_index_is_index_read_only(tmp_path, embedder, 
         assert info.value.code == "index_read_only", info.value
         assert "needs a writable directory" in str(info.value) and "previous index is kept" in str(info.value)
     assert {c.source for c in Index.open(s).chunks} == {"a.md"}
+    assert not (tmp_path / "idx" / ".write-probe").exists()
+    (tmp_path / "idx" / ".write-probe").mkdir()  # left by a writer killed while probing: reused, then removed
+    monkeypatch.undo()
+    assert ingest([str(docs)], s, embedder=embedder, progress=False).ok
+    assert not (tmp_path / "idx" / ".write-probe").exists()
 
 
 @pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -rm` (user and mount namespaces) for a read-only bind "

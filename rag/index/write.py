@@ -121,9 +121,9 @@ def _probe_writable(directory: Path) -> None:
     """Fail before any work when the index directory cannot be written (a read-only mount, no permission)."""
     if not directory.is_dir():
         return
-    probe = directory / f".write-probe-{uuid.uuid4().hex[:8]}"
+    probe = directory / ".write-probe"  # one name: only the lock holder writes it, and a crash leaves no pile
     try:
-        probe.mkdir()
+        probe.mkdir(exist_ok=True)
         probe.rmdir()
     except OSError as e:
         if e.errno in _READ_ONLY_ERRNOS:
