@@ -25,7 +25,7 @@ The sentences come from ``rag.texts``. Out of scope: HTML (``rag.ui.panels``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 from .chunk import SEP
@@ -176,9 +176,14 @@ def message_text(answer: Answer) -> str:
     return answer.text + message_block(answer)
 
 
+def citation_dict(citation: Citation) -> dict[str, Any]:
+    """A citation's JSON form: every field, None included (the fields of ``rag.types.Citation``)."""
+    return asdict(citation)
+
+
 def sources(answer: Answer) -> list[dict]:
     """One object per citation: its number, its label and the fields of ``Citation``."""
-    return [{"index": i, "label": citation_label(c), **c.to_dict()} for i, c in enumerate(answer.citations, 1)]
+    return [{"index": i, "label": citation_label(c), **citation_dict(c)} for i, c in enumerate(answer.citations, 1)]
 
 
 # -- JSON ------------------------------------------------------------------------------------------------
@@ -190,7 +195,7 @@ def hit_dict(hit: Hit, *, text: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"rank": hit.rank, "score": round(hit.score, 6)}
     if text:
         out["text"] = hit.chunk.full_text
-    return out | {"id": hit.chunk.id, "citation": hit.chunk.citation().to_dict()}
+    return out | {"id": hit.chunk.id, "citation": citation_dict(hit.chunk.citation())}
 
 
 def retrieval_dict(result: Any) -> dict[str, Any]:
@@ -203,7 +208,7 @@ def retrieval_dict(result: Any) -> dict[str, Any]:
 def quote_dict(quote: Any) -> dict[str, Any]:
     """One quoted part of an extractive answer (``rag.extractive.Quote``): where it stands, its text, its
     passage and citation."""
-    return {"path": quote.path, "text": quote.text, "chunk_id": quote.chunk_id, "citation": quote.citation.to_dict()}
+    return {"path": quote.path, "text": quote.text, "chunk_id": quote.chunk_id, "citation": citation_dict(quote.citation)}
 
 
 def answer_dict(answer: Answer) -> dict[str, Any]:
@@ -211,7 +216,7 @@ def answer_dict(answer: Answer) -> dict[str, Any]:
     return {
         "answer": answer.text,
         "refused": answer.refused,
-        "citations": [c.to_dict() for c in answer.citations],
+        "citations": [citation_dict(c) for c in answer.citations],
         "unsupported_citations": list(answer.unsupported_citations),
         "mode": answer.mode,
         "finish_reason": answer.finish_reason,
@@ -266,7 +271,7 @@ class SourcesPanel:
 
 
 def _key(c: Citation) -> tuple:
-    return tuple(c.to_dict().values())
+    return tuple(citation_dict(c).values())
 
 
 def _panel_source(n: int | None, c: Citation, hit: Hit | None) -> PanelSource:

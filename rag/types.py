@@ -5,7 +5,7 @@ Out of scope: their text and JSON forms (rag/render.py).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -104,9 +104,6 @@ class Citation:
     title: str | None = None  # short document title ("Quy chế đào tạo 2025"); None: ``document``
     section: str | None = None  # a document without Điều: its numbered unit ("Mục 2. …")
     part: str | None = None  # … and its lettered part ("Phần A. …")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -26,11 +26,13 @@ Job input, one of:
   ``chat.completion.chunk`` objects ending with ``data: [DONE]`` (see
   ``rag.openai_compat`` for the ``sources`` field and the sources block).
 
-Errors, whatever their cause, are one object yielded as the last output (the SDK turns
-it into a failed job); the handler never raises. A native job gets ``{"error": "<code>: <message>"}``;
-a job on the OpenAI routes gets OpenAI's error object, ``{"error": {"message", "type", "param",
-"code"}}`` (``rag.openai_compat.error_response``), as an OpenAI client expects from that route. A fatal CUDA error also sets ``refresh_worker`` so RunPod
-replaces this worker after the job.
+Errors, whatever their cause, are one object ``{"error": "..."}`` yielded as the last output (the SDK
+turns it into a failed job whose error is that string); the handler never raises. A native job's string
+is ``"<code>: <message>"``; a job on the OpenAI routes gets the JSON text of OpenAI's error body,
+``{"error": {"message", "type", "param", "code"}}`` (``rag.openai_compat.error_response``). A string,
+because the SDK's job loop (``rp_job.handle_job``) passes an error on as ``str(error)``: a dict would
+arrive as its Python repr, which no client can parse. A fatal CUDA error also sets ``refresh_worker``
+so RunPod replaces this worker after the job.
 
 Start-up: ``main()`` loads and warms up everything before the SDK takes a job; when that
 fails it prints the cause and exits non-zero, in every mode (serverless, ``--rp_serve_api``,
@@ -42,7 +44,8 @@ jobs one worker runs at once (default 1 with an LLM, whose generation
 ``rag.generate`` serialises per model; 4 in extractive mode). ``HF_HOME``
 is the image's baked cache when there is one, else ``/runpod-volume/huggingface`` when a
 network volume is mounted; the image is used offline only when everything the settings
-name (RAG_LLM, RAG_ADAPTER, RAG_EMBED_MODEL) was baked into it.
+name (RAG_LLM, RAG_ADAPTER, RAG_EMBED_MODEL, RAG_RERANKER) was baked into it; the image
+bakes no reranker, so a deployment with one stays online.
 
 Out of scope: prompt building, retrieval, citation formatting (all in rag/),
 batching requests into one forward pass (use a vLLM worker for that).
@@ -245,9 +248,13 @@ class Worker:
                 log.warning("job %s: %s", _job_id(job), cause.detail)
             not_ready = isinstance(e, _NotReady) and not fatal
             if openai:
+                import json
+
                 from rag.openai_compat import error_response
 
-                yield error_response(cause, code="worker_not_ready" if not_ready else None)[1]
+                # the SDK passes a job's error on as str(): JSON text keeps the object readable
+                body = error_response(cause, code="worker_not_ready" if not_ready else None)[1]
+                yield {"error": json.dumps(body, ensure_ascii=False)}
             else:
                 message = public_message(cause)
                 yield {"error": f"worker_not_ready: {message}" if not_ready else message}

@@ -151,10 +151,9 @@ def openai_shim(handler):
         return isinstance(out, dict) and "error" in out
 
     def error_response(out) -> JSONResponse:
-        # the worker's OpenAI error object, as it is; a handler that raised gives a bare string (a bug)
-        error = out["error"]
-        assert isinstance(error, dict), error
-        return JSONResponse(out, status_code=400 if error["type"] == "invalid_request_error" else 500)
+        # the worker's OpenAI error body (JSON text), as it is; a handler that raised gives no JSON (a bug)
+        body = json.loads(out["error"])
+        return JSONResponse(body, status_code=400 if body["error"]["type"] == "invalid_request_error" else 500)
 
     @app.get("/openai/v1/models")
     async def models():
@@ -174,7 +173,7 @@ def openai_shim(handler):
                 yield first
                 async for out in gen:
                     if is_error(out):
-                        yield f"data: {json.dumps(out)}\n\n"
+                        yield f"data: {out['error']}\n\n"
                         return
                     yield out
 

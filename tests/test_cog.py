@@ -39,7 +39,7 @@ from _models import (  # noqa: F401 - fixtures
     tiny_models,
 )
 
-from rag.render import citation_label
+from rag.render import citation_dict, citation_label
 
 QUESTION = "Sinh viên bị cảnh báo học tập trong những trường hợp nào?"
 QUESTIONS = [
@@ -220,10 +220,10 @@ def test_json_answer_cites_exactly_the_retrieved_passages(plain, demo_pipeline):
     answer = json.loads(_text(body))
     expected = demo_pipeline.search(QUESTION, 4)
     assert [(p["rank"], p["id"]) for p in answer["passages"]] == [(h.rank, h.chunk.id) for h in expected.hits]
-    assert [p["citation"] for p in answer["passages"]] == [h.chunk.citation().to_dict() for h in expected.hits]
+    assert [p["citation"] for p in answer["passages"]] == [citation_dict(h.chunk.citation()) for h in expected.hits]
     assert answer["mode"] == "extractive" and not answer["refused"]
     # The extractive answer quotes the best passage first, then maybe a second from another Điều.
-    hit_citations = [h.chunk.citation().to_dict() for h in expected.hits]
+    hit_citations = [citation_dict(h.chunk.citation()) for h in expected.hits]
     assert answer["citations"][0] == hit_citations[0]
     assert all(c in hit_citations[:2] for c in answer["citations"])
     assert answer["timings"]["retrieve_ms"] > 0
@@ -257,7 +257,7 @@ def test_llm_answer_json_has_usage_citations_and_metrics(llm, llm_index, demo_pi
     answer = json.loads(_text(body))
     assert answer["mode"] == "llm"
     assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["prompt_tokens"] > 0
-    retrieved = [h.chunk.citation().to_dict() for h in demo_pipeline.search(QUESTION, 5).hits]
+    retrieved = [citation_dict(h.chunk.citation()) for h in demo_pipeline.search(QUESTION, 5).hits]
     assert [p["citation"] for p in answer["passages"]] == retrieved  # same corpus, same embedder → same ranking
     assert all(c in retrieved for c in answer["citations"])  # an LLM answer only cites what it was given
     m = body["metrics"]
@@ -644,5 +644,5 @@ def test_render_sources_block_and_json():
     hit = Hit(Chunk(id="abc", text="t", header="h", document="Quy chế đào tạo", source="qc.md", article="10"),
               score=0.5, rank=1)
     d = answer_json(Answer("x", False, [c], hits=[hit]))
-    assert d["passages"] == [{"rank": 1, "score": 0.5, "id": "abc", "citation": hit.chunk.citation().to_dict()}]
+    assert d["passages"] == [{"rank": 1, "score": 0.5, "id": "abc", "citation": citation_dict(hit.chunk.citation())}]
     assert not math.isnan(d["passages"][0]["score"])

@@ -165,20 +165,20 @@ def test_dockerignore_rules_are_dockers():
     assert ig.excluded("tests/test_a.py") and not ig.excluded("rag/tests.py")
     assert ig.excluded("rag.egg-info/PKG-INFO") and not ig.excluded("sub/rag.egg-info/PKG-INFO")  # * is one level
     assert ig.excluded("docs/a.pdf") and not ig.excluded("docs/keep.pdf") and not ig.excluded("docs/sub/a.pdf")
-    assert ig.excluded("index/manifest.json") and not ig.excluded("rag/index.py")
+    assert ig.excluded("index/manifest.json") and not ig.excluded("rag/index/__init__.py")
 
 
 def test_build_contexts_keep_the_clutter_out_and_what_is_served_in():
-    local = ["predict.py", "cog.yaml", "rag/index.py", "training/replicate_train.py", ".venv/lib/site.py",
+    local = ["predict.py", "cog.yaml", "rag/index/__init__.py", "training/replicate_train.py", ".venv/lib/site.py",
              ".git/config", "index/manifest.json", "adapter/adapter_config.json", "outputs/run1/adapter.safetensors",
              "rag/__pycache__/index.cpython-311.pyc", "tests/test_cog.py", "benchmarks/results/x.json",
              "rag.egg-info/PKG-INFO", ".cache/rag/index/manifest.json"]
     cog = Ignore.read(REPO / ".dockerignore")
     sent = [f for f in local if not cog.excluded(f)]
-    assert sent == ["predict.py", "cog.yaml", "rag/index.py", "training/replicate_train.py", "index/manifest.json",
+    assert sent == ["predict.py", "cog.yaml", "rag/index/__init__.py", "training/replicate_train.py", "index/manifest.json",
                     "adapter/adapter_config.json"]
     runpod = Ignore.read(REPO / ".runpod" / "Dockerfile.dockerignore")
-    assert [f for f in local if not runpod.excluded(f)] == ["predict.py", "cog.yaml", "rag/index.py",
+    assert [f for f in local if not runpod.excluded(f)] == ["predict.py", "cog.yaml", "rag/index/__init__.py",
                                                            "training/replicate_train.py",
                                                            "adapter/adapter_config.json"]
 

@@ -117,7 +117,8 @@ def test_runpod_handler(case, demo_pipeline):
         outs = _runpod(worker, job_input)
         assert len(outs) == 1 and set(outs[0]) == {"error"}, str(outs)[:500]
         error = outs[0]["error"]
-        if "openai_route" in job_input:  # OpenAI's error object on the OpenAI route
+        if "openai_route" in job_input:  # OpenAI's error body (JSON text) on the OpenAI route
+            error = json.loads(error)["error"]
             assert error["code"] == "invalid_input" and error["type"] == "invalid_request_error", error
             error = error["message"]
         assert error.startswith("invalid_input: "), outs[0]

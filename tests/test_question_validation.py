@@ -6,6 +6,7 @@ native and OpenAI routes and `rag serve`. (The Cog runner's cases are in test_co
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_runpod_native_and_openai_routes(demo_pipeline, q):
     for job_input in ({"prompt": q}, chat):
         (out,) = _runpod(worker, job_input)
         assert set(out) == {"error"}, out
-        message = out["error"]["message"] if job_input is chat else out["error"]
+        message = json.loads(out["error"])["error"]["message"] if job_input is chat else out["error"]
         assert message.startswith("invalid_input: "), out
         assert "has no words" in message or "contains invalid characters" in message
         assert "Traceback" not in message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.render import (answer_dict, answer_from_dict, answer_from_text, answer_json, citation_from_label,
+from rag.render import (answer_dict, answer_from_dict, answer_from_text, answer_json, citation_dict, citation_from_label,
                         citation_label, hit_dict, message_block, message_text, retrieval_dict, sources, sources_block,
                         sources_panel, terminal_sources)
 from rag.texts import REFUSAL, SOURCES_HEADING
@@ -75,7 +75,7 @@ def test_chat_messages_list_only_the_sources_the_text_does_not_quote():
     assert message_block(Answer(text=f"{citation_label(c1)} …", refused=False, citations=[c1])) == ""
     assert message_text(Answer(text=REFUSAL, refused=True, citations=[])) == REFUSAL
     assert [s["label"] for s in sources(quoting)] == [citation_label(c1), citation_label(c2)]
-    assert sources(quoting)[1] | {"index": 0, "label": ""} == {"index": 0, "label": "", **c2.to_dict()}
+    assert sources(quoting)[1] | {"index": 0, "label": ""} == {"index": 0, "label": "", **citation_dict(c2)}
 
 
 def test_the_terminal_form():
@@ -96,7 +96,7 @@ def test_the_json_answer_reads_back():
     a = Answer("Theo Điều 10 …", False, [c], hits=[_hit(c, 1, 0.9)], usage={"prompt_tokens": 5},
                timings={"total_ms": 1.5}, unsupported_citations=["Điều 99"], mode="llm", finish_reason="stop")
     data = answer_json(a)
-    assert data["passages"] == [{"rank": 1, "score": 0.9, "id": "c1", "citation": c.to_dict()}]
+    assert data["passages"] == [{"rank": 1, "score": 0.9, "id": "c1", "citation": citation_dict(c)}]
     back = answer_from_dict(data)
     assert (back.text, back.refused, back.citations, back.usage, back.timings, back.unsupported_citations,
             back.mode, back.finish_reason) == (a.text, False, [c], a.usage, a.timings, ["Điều 99"], "llm", "stop")
@@ -116,13 +116,13 @@ def test_the_json_forms_have_one_writer():
     assert list(plain) == ["answer", "refused", "citations", "unsupported_citations", "mode", "finish_reason",
                            "query", "quotes", "usage", "timings"]
     assert plain["quotes"] == [{"path": quote.path, "text": "nội dung 1",
-                                "chunk_id": "c1", "citation": c.to_dict()}]
+                                "chunk_id": "c1", "citation": citation_dict(c)}]
     assert plain["timings"] == {"total_ms": 1.23}
     full = answer_json(a)
     assert {k: v for k, v in full.items() if k != "passages"} == plain
     assert full["passages"] == [{k: v for k, v in hit_dict(h).items() if k != "text"} for h in hits]
     assert hit_dict(hits[0]) == {"rank": 1, "score": 0.912346, "text": hits[0].chunk.full_text, "id": "c1",
-                                 "citation": c.to_dict()}
+                                 "citation": citation_dict(c)}
     result = Retrieval(question="câu hỏi", hits=hits, relevance=0.9, refused=False)
     assert retrieval_dict(result) == {"question": "câu hỏi", "query": "câu hỏi", "hits": [hit_dict(h) for h in hits]}
     for kind in (Answer, Hit, Quote, Retrieval):

@@ -80,9 +80,13 @@ def assert_error_shape(out, code: str = "invalid_input") -> str:
 
 
 def assert_openai_error(out, code: str = "invalid_input") -> str:
-    """OpenAI's error object, as the OpenAI routes answer: {"error": {"message", "type", "param", "code"}}."""
+    """The JSON text of OpenAI's error body, as the OpenAI routes answer: {"error": {"message", "type", "param",
+    "code"}} (a string: the SDK passes a job's error on as str())."""
     assert isinstance(out, dict) and set(out) == {"error"}, out
-    err = out["error"]
+    assert isinstance(out["error"], str), out
+    body = json.loads(out["error"])
+    assert set(body) == {"error"}, body
+    err = body["error"]
     assert isinstance(err, dict) and set(err) == {"message", "type", "param", "code"}, err
     assert err["code"] == code, err
     assert err["type"] == ("invalid_request_error" if code == "invalid_input" else "server_error"), err
@@ -745,12 +749,17 @@ def test_sdk_handle_job_aggregates_fails_and_refreshes(worker, demo_pipeline, ch
     ok_config = worker.start_config()
     asyncio.run(rp_job.handle_job(None, ok_config, {"id": "ok", "input": {"prompt": GRADUATION}}))
     asyncio.run(rp_job.handle_job(None, ok_config, {"id": "bad", "input": {"prompt": ""}}))
+    asyncio.run(rp_job.handle_job(None, ok_config, {"id": "bad-openai", "input": chat(max_tokens=0)}))
     failing = worker_with(demo_pipeline, FailingGenerator(chat_tokenizer))
     asyncio.run(rp_job.handle_job(None, failing.start_config(), {"id": "gpu", "input": {"prompt": GRADUATION}}))
 
     done = {job_id: data for job_id, data, _ in sent}
     assert done["ok"]["output"][0]["citations"][0]["article"] == "21" and "stopPod" not in done["ok"]
     assert done["bad"] == {"error": "invalid_input: 'prompt' is empty: type a question about the regulations."}
+    # what the platform records for a failed OpenAI-route job: OpenAI's error body, still parseable
+    assert json.loads(done["bad-openai"]["error"])["error"] == {
+        "message": "invalid_input: 'max_tokens'=0 is out of range: allowed 1 to 2048.", "type": "invalid_request_error",
+        "param": "max_tokens", "code": "invalid_input"}
     assert done["gpu"]["error"].startswith("device_error: ") and done["gpu"]["stopPod"] is True
     assert [job_id for job_id, _ in streamed] == ["ok"]  # an error is not streamed as output
 
