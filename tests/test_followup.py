@@ -71,8 +71,6 @@ def test_cog_runner_reads_history_and_its_json_shows_the_query(demo_pipeline):
     pytest.importorskip("cog")
     from predict import Runner
 
-    from rag.streaming import stream_in_thread
-
     runner = Runner()
     runner.pipeline = demo_pipeline
     runner.record_metric = lambda *a, **k: None
@@ -80,9 +78,7 @@ def test_cog_runner_reads_history_and_its_json_shows_the_query(demo_pipeline):
               "top_k": 0, "stop_sequences": "", "seed": None, "num_passages": None,
               "history": json.dumps(HISTORY, ensure_ascii=False), "output_format": "json", "lora_weights": None,
               "hf_token": None}
-    request, _ = runner._request(inputs)
-    chunks = [c for event in stream_in_thread(demo_pipeline, request) for c in runner._chunks(event, "json")]
-    body = json.loads("".join(chunks))
+    body = json.loads("".join(runner.run(**inputs)))
     assert body["query"] == STANDALONE and not body["refused"] and "12 tín chỉ" in body["answer"]
 
 
