@@ -157,19 +157,51 @@ def ingest(
         stages = _Stages(settings, embedder, read_workers, len(to_read), [p for p, *_ in to_read])
         ocr_deadline = time.time() + settings.ocr_budget_s  # RAG_OCR_BUDGET_S: no OCR page starts after it
         rows_of: dict[str, list[int]] = {}  # source -> positions of its chunks that are embedded in this run
-        try:
-            from concurrent.futures import as_completed
+        places = [i for i, f in enumerate(report.files) if f is None]
+        jobs = {source: (place, path, sidecar, sidecar_sha)
+                for place, (path, source, sidecar, sidecar_sha) in zip(places, to_read)}
 
-            places = [i for i, f in enumerate(report.files) if f is None]
-            futures = {stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
-                                   progress=progress): (place, source, sidecar_sha)
-                       for place, (path, source, sidecar, sidecar_sha) in zip(places, to_read)}
-            for fut in _progress(as_completed(futures), progress, "reading", total=len(futures)):
-                place, source, sidecar_sha = futures[fut]
+        def read(source: str):
+            _, path, sidecar, _ = jobs[source]
+            return stages.read(path, source, sidecar, settings, directory, ocr_deadline=ocr_deadline,
+                               progress=progress)
+
+        bar = _progress_bar(progress, "reading", len(jobs))
+        try:
+            from concurrent.futures import FIRST_COMPLETED, wait
+            from concurrent.futures.process import BrokenProcessPool
+
+            pending = {read(source): source for source in jobs}
+            # A reader process that dies (killed, out of memory) breaks the pool, and every file it held fails
+            # with it. Those files are read again one at a time in a new pool, so a death then is the file's
+            # own: one that ends its reader twice that way is reported, and the others are indexed.
+            again: list[str] = []  # to read again, alone
+            deaths: dict[str, int] = {}  # source -> deaths while it was read alone
+            while pending or again:
+                if not pending:
+                    alone = again.pop(0)
+                    deaths.setdefault(alone, 0)
+                    pending[read(alone)] = alone
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                fut = next(iter(finished))
+                source = pending.pop(fut)
+                place, _, _, sidecar_sha = jobs[source]
                 try:
                     got = fut.result()
-                except Exception as e:  # noqa: BLE001 - a reader that died (e.g. killed for memory)
+                except BrokenProcessPool:
+                    if source not in deaths:
+                        again.append(source)
+                        continue
+                    deaths[source] += 1
+                    if deaths[source] < 2:
+                        again.insert(0, source)
+                        continue
+                    got = ("error", "reader_died", f"{source}: the process reading it ended abruptly, twice "
+                           "(killed, or out of memory?): split the file, or give the machine more memory.")
+                except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
                     got = ("error", *reversed(skip_reason(e, source)))
+                if bar is not None:
+                    bar.update()
                 if isinstance(got, tuple) and got[0] == "error":
                     report.files[place] = _failed(files_meta, old_files, kept, source, got[1], got[2])
                     continue
@@ -184,13 +216,14 @@ def ingest(
                                                  ocr_pages=info["ocr_pages"], notes=notes)
             done = stages.finish()  # source -> (vectors of its new chunks, tokens of all its chunks) or an error
         finally:
+            if bar is not None:
+                bar.close()
             stages.close()
-        place_of = {source: place for place, source, _ in futures.values()}
         for source, got in done.items():
             if isinstance(got, Exception):  # its word segmentation failed: the file is reported, not indexed
                 del new_chunks[source], files_meta[source]
-                report.files[place_of[source]] = _failed(files_meta, old_files, kept, source,
-                                                         *reversed(skip_reason(got, source)))
+                report.files[jobs[source][0]] = _failed(files_meta, old_files, kept, source,
+                                                        *reversed(skip_reason(got, source)))
         fresh = {source: (rows_of[source], *done[source]) for source in new_chunks}
         embedder = stages.embedder
         listed = [source for _, source in listing.files]
@@ -307,12 +340,9 @@ class _Stages:
         if read_workers is None:
             read_workers = _cores() if heavy >= 2 or _size(paths) >= _BIG_INPUT else 0
         read_workers = min(read_workers, n_files)
+        self._workers = read_workers
         if read_workers > 0:
-            import multiprocessing
-
-            # spawn: the parent holds torch's and Chroma's threads, which a forked child must not inherit
-            self._readers = ProcessPoolExecutor(read_workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=_background)
+            self._readers = self._process_pool()
         else:
             self._readers = ThreadPoolExecutor(1, thread_name_prefix="ingest-read")
         self._settings = settings
@@ -323,21 +353,41 @@ class _Stages:
         self.readers_segment = read_workers > 0
         self._pending: list[tuple[str, list[str], list[str] | None]] = []  # read, not yet embedded
         self._done: dict[str, tuple] = {}  # source -> (vectors or None, tokens or their future)
+        self._texts: dict[str, list[str]] = {}  # source -> the texts its future segments
         self._closed = False
         self._error: BaseException | None = None
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._embed_loop, name="ingest-embed", daemon=True)
         self._thread.start()
 
+    def _process_pool(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the parent holds torch's and Chroma's threads, which a forked child must not inherit
+        return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_background)
+
+    def _submit(self, fn, *args, **kwargs):
+        """Submit to the reader pool; a pool that a dead reader broke is replaced by a new one first."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self._readers.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            self._readers.shutdown(wait=False, cancel_futures=True)
+            self._readers = self._process_pool()
+            return self._readers.submit(fn, *args, **kwargs)
+
     def read(self, path, source, sidecar, settings, index_dir, **options):
-        return self._readers.submit(read_chunks, path, source, sidecar, settings, index_dir,
-                                    with_tokens=False, **options)
+        return self._submit(read_chunks, path, source, sidecar, settings, index_dir, with_tokens=False, **options)
 
     def add(self, source: str, texts: list[str], all_texts: list[str]) -> None:
         """Queue one file's new chunks (``texts``) for embedding, and all its chunks for segmentation."""
         segment = None
         if self.readers_segment:
-            self._done[source] = (None, self._readers.submit(segment_all, all_texts))
+            self._done[source] = (None, self._submit(segment_all, all_texts))
+            self._texts[source] = all_texts  # segmented here if the pool breaks before it is done
         else:
             segment = all_texts
         with self._wake:
@@ -353,10 +403,16 @@ class _Stages:
         self._thread.join()
         if self._error is not None:
             raise self._error
+        from concurrent.futures.process import BrokenProcessPool
+
         out: dict[str, tuple | Exception] = {}
         for source, (vectors, tokens) in self._done.items():
             try:
-                out[source] = (vectors, tokens.result() if hasattr(tokens, "result") else _raise_if_error(tokens))
+                try:
+                    tokens = tokens.result() if hasattr(tokens, "result") else _raise_if_error(tokens)
+                except BrokenProcessPool:  # a reader died with this task queued: segment it here
+                    tokens = segment_all(self._texts[source])
+                out[source] = (vectors, tokens)
             except Exception as e:  # noqa: BLE001 - one bad file must never end the ingest
                 out[source] = e
         return out
@@ -453,12 +509,13 @@ def _cores() -> int:
     return cores()
 
 
-def _progress(items, enabled: bool, desc: str, total: int | None = None):
+def _progress_bar(enabled: bool, desc: str, total: int):
+    """A progress bar the caller updates, or None."""
     if not enabled:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="file", leave=False, total=total)
+    return tqdm(desc=desc, unit="file", leave=False, total=total)
 
 
 def demo_paths() -> list[Path]:

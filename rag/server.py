@@ -33,6 +33,7 @@ log = logging.getLogger("rag.server")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000  # a chat body: 20 turns of 8000 characters fit with room to spare
+BODY_TIMEOUT_S = 30.0  # a request body still arriving after this is refused (408): no slow body holds a connection
 
 
 class _HTTPError(RagError):
@@ -54,13 +55,24 @@ async def _read_body(request) -> bytes:
             raise _HTTPError(f"Content-Length {declared[:40]!r} is not a number of bytes.", "invalid_input", 400)
         if int(declared) > MAX_BODY_BYTES:
             raise _too_large(f"{int(declared)} bytes")
+    import asyncio
+
+    from starlette.requests import ClientDisconnect
+
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > MAX_BODY_BYTES:
-            raise _too_large("larger than that")
-        parts.append(part)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for part in request.stream():
+                size += len(part)
+                if size > MAX_BODY_BYTES:
+                    raise _too_large("larger than that")
+                parts.append(part)
+    except TimeoutError:
+        raise _HTTPError(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s.", "invalid_input", 408) from None
+    except ClientDisconnect:
+        raise _HTTPError("the client closed the connection before its request body arrived.", "invalid_input",
+                         400) from None
     return b"".join(parts)
 
 

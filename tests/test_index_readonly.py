@@ -118,10 +118,16 @@ def test_ingest_into_an_unwritable_index_is_index_read_only(tmp_path, embedder, 
         assert "needs a writable directory" in str(info.value) and "previous index is kept" in str(info.value)
     assert {c.source for c in Index.open(s).chunks} == {"a.md"}
     assert not (tmp_path / "idx" / ".write-probe").exists()
-    (tmp_path / "idx" / ".write-probe").mkdir()  # left by a writer killed while probing: reused, then removed
     monkeypatch.undo()
-    assert ingest([str(docs)], s, embedder=embedder, progress=False).ok
-    assert not (tmp_path / "idx" / ".write-probe").exists()
+    probe = tmp_path / "idx" / ".write-probe"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # whatever a killed writer (or anyone) left under the probe's name is removed, never a reason to fail
+    for leave in (probe.mkdir, lambda: (probe / "x").mkdir(parents=True), probe.touch,
+                  lambda: probe.symlink_to(outside)):
+        leave()
+        assert ingest([str(docs)], s, embedder=embedder, progress=False).ok
+        assert not probe.exists() and not probe.is_symlink() and outside.is_dir()
 
 
 @pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -rm` (user and mount namespaces) for a read-only bind "

@@ -174,3 +174,36 @@ def test_a_file_whose_segmentation_fails_is_named_and_the_rest_indexed(tmp_path,
     assert "SystemError" in report.files[2].reason, report.files[2].reason
     index = _open(settings, tmp_path / "index")
     assert {c.source for c in index.chunks} == {"quy-che-cong-tac-sinh-vien.md", "quy-che-dao-tao.md"}
+
+
+def _law(title: str, n: int) -> str:
+    return "\n\n".join(f"Điều {i}. {title} {i}\n\nSinh viên thực hiện quy định {title.lower()} số {i} của trường."
+                       for i in range(1, n + 1))
+
+
+@pytest.mark.parametrize("killer", ["dies-once", "always-dies"])
+def test_a_reader_process_that_dies_costs_no_other_file(tmp_path, embedder, settings_factory, monkeypatch, killer):
+    """A reader killed mid-ingest (kill -9, out of memory) breaks the pool and every file it held: those are read
+    again one at a time in a new pool; a file whose reader dies once more, alone, is reported (reader_died)."""
+    import _reader_faults
+
+    import rag.ingest as ing
+
+    monkeypatch.setattr(ing, "read_chunks", _reader_faults.read_or_die)
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["a-hoc-phi.md", "b-ky-luat.md", f"c-{killer}.md", "d-hoc-bong.md"]
+    for k, name in enumerate(names):
+        (src / name).write_text(_law(f"Quy định {name[2:-3]}", 6 + k), encoding="utf-8")
+    settings = settings_factory(tmp_path / "index")
+    report = ingest([src], settings, embedder=embedder, progress=False, read_workers=2)
+    status = {f.source: (f.status, f.code) for f in report.files}
+    others = {n: ("added", "") for n in names if killer not in n}
+    if killer == "dies-once":
+        assert status == {**others, f"c-{killer}.md": ("added", "")}, report.summary()
+    else:
+        assert status == {**others, f"c-{killer}.md": ("failed", "reader_died")}, report.summary()
+        assert "ended abruptly, twice" in report.files[2].reason
+    index = _open(settings, tmp_path / "index")
+    assert {c.source for c in index.chunks} == {n for n, (s, _) in status.items() if s == "added"}
+    assert index.tokens and all(index.tokens)  # segmented, whether by the pool or after it broke

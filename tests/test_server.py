@@ -172,6 +172,16 @@ def test_a_chunked_body_is_read_no_further_than_the_limit(extractive):
     assert status == 200 and "Điều 21" in body["choices"][0]["message"]["content"], body
 
 
+def test_a_body_that_does_not_arrive_in_time_is_refused(extractive, monkeypatch):
+    """Slow-loris: 100 bytes announced, 1 sent, the connection held open: answered 408, connection freed."""
+    import rag.server
+
+    monkeypatch.setattr(rag.server, "BODY_TIMEOUT_S", 1.0)
+    status, body = _raw_post(extractive.url, "Content-Length: 100\r\n", [b"{"])
+    assert status == 408 and body["error"]["code"] == "invalid_input", body
+    assert "did not arrive within 1 s" in body["error"]["message"]
+
+
 def test_a_failure_while_answering_is_a_500_without_internals(demo_pipeline):
     class Broken:
         settings = demo_pipeline.settings

@@ -123,12 +123,17 @@ def _probe_writable(directory: Path) -> None:
         return
     probe = directory / ".write-probe"  # one name: only the lock holder writes it, and a crash leaves no pile
     try:
-        probe.mkdir(exist_ok=True)
+        if probe.is_symlink() or (probe.exists() and not probe.is_dir()):
+            probe.unlink()  # whatever sits under the name (a file, a link) is a leftover: the lock is ours
+        elif probe.is_dir():
+            shutil.rmtree(probe)
+        probe.mkdir()
         probe.rmdir()
     except OSError as e:
         if e.errno in _READ_ONLY_ERRNOS:
             raise _read_only(directory, e) from e
-        raise
+        raise IndexError_(f"cannot write the index at {directory} ({e.strerror or e}): check that the directory "
+                          "is writable and has room.", code="index_error") from e
 
 
 _MIN_FREE = 16 << 20
