@@ -92,8 +92,11 @@ MAX_QUERIES_BYTES = 10_000_000  # thousands of questions of RAG_MAX_QUESTION_CHA
 def _read_queries(path: Path) -> list[str]:
     if path.is_dir():
         raise InputError(f"--queries {path} is a directory: give a text file with one question per line.")
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"--queries {path}: no such file (a text file with one question per line).")
+    if not path.is_file():
+        raise InputError(f"--queries {path} is not a regular file (a pipe or device): give a text file with one "
+                         "question per line.")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_QUERIES_BYTES + 1)  # never more than the limit, however large the file

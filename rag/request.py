@@ -210,7 +210,8 @@ def validate_history(history: Any) -> list[dict[str, str]]:
 def validate_question(q: Any, limit: int) -> str:
     """The question as the pipeline sees it: NFC, stripped, within ``limit`` characters *after* NFC (which
     can compose three code points into one, or expand one into three), holding at least one letter or
-    digit, and no unpaired surrogate (what undecodable bytes become in argv or stdin)."""
+    digit, and no unpaired surrogate (what undecodable bytes become in argv or stdin) or control character
+    (NUL, escape …; tab and line breaks are text)."""
     if not isinstance(q, str):
         raise InputError("'question' must be a string.")
     if len(q) > _NFC_MAX_SHRINK * limit:  # cannot fit once composed: refused before normalising megabytes
@@ -229,12 +230,16 @@ def validate_question(q: Any, limit: int) -> str:
 
 _NFC_MAX_SHRINK = 4  # NFC composes at most a few code points into one (Hangul LVT: 3; "ệ" from e+◌̂+◌̣: 3)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls and DEL, except tab and line breaks
 
 
 def _valid_text(name: str, text: str) -> None:
     if _SURROGATE.search(text):
         raise InputError(f"'{name}' contains invalid characters (unpaired surrogates U+D800–U+DFFF, which is what "
                          "bytes that are not UTF-8 turn into): send the text as valid UTF-8.")
+    control = _CONTROL.search(text)
+    if control:
+        raise InputError(f"'{name}' contains a control character (U+{ord(control.group()):04X}): send plain text.")
 
 
 def _shown(value: int | float) -> str:

@@ -49,6 +49,14 @@ def test_search_queries_a_directory_or_a_huge_file_is_a_clear_input_error(demo_i
         fh.truncate(20 << 30)
     code, _, err = run(capsys, "search", "--queries", str(huge), "--index", str(demo_index_dir))
     assert code == 2 and "over the 10 MB limit" in err and "Traceback" not in err, err
+    fifo = tmp_path / "q.fifo"
+    os.mkfifo(fifo)  # nobody writes to it: reading would wait forever
+    code, _, err = run(capsys, "search", "--queries", str(fifo), "--index", str(demo_index_dir))
+    assert code == 2 and "is not a regular file" in err and "no such file" not in err, err
+    nul = tmp_path / "nul.txt"
+    nul.write_text("Học bổng\x00 xét thế nào?\n", encoding="utf-8")
+    code, _, err = run(capsys, "search", "--queries", str(nul), "--index", str(demo_index_dir))
+    assert code == 2 and "control character (U+0000)" in err, err
 
 
 def test_ask_json(demo_index_dir, capsys):
