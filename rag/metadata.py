@@ -211,42 +211,77 @@ def sidecar_paths(path: Path, root: Path | None = None) -> list[Path]:
     return out
 
 
+MAX_SIDECAR_BYTES = 1 << 20  # a corpus.yaml of a few thousand documents; larger is not metadata
+MAX_VALUE_CHARS = 300  # one title, number, date or issuer
+
+
 def read_sidecar(path: Path, root: Path | None = None) -> tuple[dict[str, Any], str]:
     """The metadata an administrator wrote for ``path`` (own sidecar over corpus.yaml) and a hash of it.
 
-    The hash changes when any of those files changes, so a corrected sidecar re-indexes its document.
+    The hash covers what applies to this document (its own sidecar, its entry in each corpus.yaml), so a
+    corrected sidecar re-indexes its document and an edit to another document's entry does not.
     """
+    import json
+    import unicodedata
+
     values: dict[str, Any] = {}
     digest = hashlib.sha256()
     for side in reversed(sidecar_paths(path, root)):  # farthest corpus.yaml first, own sidecar last: it wins
         if not side.is_file():
             continue
-        raw = side.read_bytes()
-        digest.update(side.name.encode() + b"\0" + raw)
-        data = _yaml(raw, side)
+        size = side.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            raise InputError(f"{side}: {size:,} bytes; a metadata file holds at most {MAX_SIDECAR_BYTES:,}.")
+        data = _yaml(side.read_bytes(), side)
         if side.name == CORPUS_FILE:
             docs = data.get("documents") if isinstance(data, dict) else None
             if not isinstance(docs, dict):
                 raise InputError(f"{side}: expected a mapping 'documents:' of file name → metadata.")
-            rel = path.resolve().relative_to(side.parent.resolve()).as_posix()
-            entry = docs.get(rel, docs.get(path.name))
+            nfc = {unicodedata.normalize("NFC", str(k)): v for k, v in docs.items()}  # names typed on macOS are NFD
+            rel = unicodedata.normalize("NFC", path.resolve().relative_to(side.parent.resolve()).as_posix())
+            entry = nfc.get(rel, nfc.get(unicodedata.normalize("NFC", path.name)))
             if entry is None:
                 continue
             data = entry
-        values.update(_check(data, side))
+        checked = _check(data, side)
+        digest.update(side.name.encode() + b"\0" + json.dumps(checked, sort_keys=True, ensure_ascii=False).encode())
+        values.update(checked)
     return values, digest.hexdigest() if values else ""
+
+
+def _loader():
+    """YAML's safe loader reading every plain scalar as text except null and dates: "number: 0123" stays
+    "0123" (not octal 83), "12:30" stays "12:30" (not base-60 750), "date: no" stays "no" (not False)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp")]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    return Loader
 
 
 def _yaml(raw: bytes, where: Path) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(raw.decode("utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise InputError(f"{where}: not valid UTF-8 YAML ({e}).") from e
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8.") from e
+    try:
+        return yaml.load(text, Loader=_loader()) or {}  # noqa: S506 - a safe loader (no Python tags)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where_in = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise InputError(f"{where}: not valid YAML{where_in}: {problem}.") from e
 
 
 def _check(data: Any, where: Path) -> dict[str, Any]:
+    import datetime
+
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping of {', '.join(KEYS)}.")
     unknown = sorted(set(map(str, data)) - set(KEYS))
@@ -258,18 +293,28 @@ def _check(data: Any, where: Path) -> dict[str, Any]:
             vals = [v] if isinstance(v, str) else v
             if not isinstance(vals, list) or not all(isinstance(x, str) for x in vals):
                 raise InputError(f"{where}: 'audience' must be a level or a list of levels ({', '.join(LEVELS)}).")
-            bad = [x for x in vals if normalise_text(x).strip().lower() not in LEVELS]
+            bad = [x[:40] for x in vals if normalise_text(x).strip().lower() not in LEVELS]
             if bad:
                 raise InputError(f"{where}: unknown audience {', '.join(bad)}; use {', '.join(LEVELS)}.")
             out[k] = [normalise_text(x).strip().lower() for x in vals]
-        elif v is None:
+            continue
+        if v is None:
             out[k] = None
-        elif k == "date" and not isinstance(v, str):
-            out[k] = str(v)  # YAML reads 2025-05-28 as a date
-        elif not isinstance(v, (str, int)) or isinstance(v, bool):
-            raise InputError(f"{where}: '{k}' must be text.")
-        else:
-            out[k] = normalise_text(str(v)).strip()
+            continue
+        if isinstance(v, (datetime.date, datetime.datetime)):
+            v = v.isoformat()[:10]  # YAML reads 2025-05-28 as a date
+        if not isinstance(v, str):
+            raise InputError(f"{where}: '{k}' must be text" + (" or a date (2025-05-28)" if k == "date" else "")
+                             + " — put the value in quotes.")
+        bad = next((ch for ch in v if (ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0), None)
+        if bad is not None:
+            raise InputError(f"{where}: '{k}' contains a control character (U+{ord(bad):04X}): write plain text.")
+        text = " ".join(normalise_text(v).split())  # a value on several lines is one line
+        if not text:
+            raise InputError(f"{where}: '{k}' is empty: give a value or remove the key.")
+        if len(text) > MAX_VALUE_CHARS:
+            raise InputError(f"{where}: '{k}' is {len(text):,} characters; at most {MAX_VALUE_CHARS}.")
+        out[k] = text
     return out
 
 

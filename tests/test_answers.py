@@ -137,8 +137,17 @@ def test_sidecar_corrects_and_corpus_file_adds(tmp_path):
     assert read_sidecar(pdf, tmp_path)[1] != digest  # a corrected sidecar re-indexes its document
 
 
+_BOMB = "date: [" + ", ".join(["&l0 [x,x,x,x,x,x,x,x,x,x]"] + [f"&l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]"
+                                                              for i in range(1, 7)]) + "]\n"
+
+
 @pytest.mark.parametrize("text, why", [
-    ("titel: X\n", "unknown key"), ("audience: [mẫu giáo]\n", "unknown audience"), ("title: [\n", "YAML")])
+    ("titel: X\n", "unknown key"), ("audience: [mẫu giáo]\n", "unknown audience"),
+    ("title: [\n", "not valid YAML at line 2"),
+    (_BOMB, "'date' must be text or a date"),  # 300 bytes of aliases: a 58 MB string once written out
+    ("date: {a: 1}\n", "'date' must be text or a date"), ('title: ""\n', "'title' is empty"),
+    ('title: "Quy chế\\x1b]0;x\\x07"\n', "contains a control character"), ("issuer: " + "Đ" * 400 + "\n", "at most 300"),
+    ('!!python/object/apply:os.system ["true"]\n', "not valid YAML")])
 def test_bad_sidecar_says_what_is_wrong(tmp_path, text, why):
     pdf = tmp_path / "a.pdf"
     pdf.write_bytes(b"%PDF")
@@ -424,3 +433,32 @@ def test_real_hust_set_when_the_shared_data_is_there():
     assert set(HUST_DOCUMENTS.values()) <= pdfs
     assert len(rows) + sum(skipped.values()) == 1000
     assert sum(r.expected == "refuse" for r in rows) == 73 and len(rows) == 817
+
+
+def test_sidecar_values_are_read_as_written(tmp_path):
+    """YAML 1.1 would read 0123 as octal 83, 12:30 as 750 and "no" as false: a sidecar keeps the text."""
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(b"%PDF")
+    (tmp_path / "a.pdf.meta.yaml").write_text("number: 0123\nissuer: 12:30\ndate: 2025-05-28\ntitle: |\n  Quy chế\n  2025\n",
+                                             encoding="utf-8")
+    assert read_sidecar(pdf, tmp_path)[0] == {"number": "0123", "issuer": "12:30", "date": "2025-05-28",
+                                              "title": "Quy chế 2025"}
+    (tmp_path / "a.pdf.meta.yaml").write_text("# " + "x" * (1 << 20) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="at most 1,048,576"):
+        read_sidecar(pdf, tmp_path)
+
+
+def test_corpus_entries_match_decomposed_names_and_only_a_documents_own_entry_reindexes_it(tmp_path):
+    import unicodedata
+
+    a, b = tmp_path / "Quy chế.pdf", tmp_path / "b.pdf"
+    a.write_bytes(b"%PDF")
+    b.write_bytes(b"%PDF")
+    corpus = tmp_path / "corpus.yaml"
+    nfd = unicodedata.normalize("NFD", "Quy chế.pdf")  # as typed on macOS
+    corpus.write_text(f"documents:\n  {nfd}: {{title: Tên}}\n  b.pdf: {{title: B}}\n", encoding="utf-8")
+    side, digest = read_sidecar(a, tmp_path)
+    assert side == {"title": "Tên"}
+    corpus.write_text(f"# edited\ndocuments:\n  {nfd}: {{title: Tên}}\n  b.pdf: {{title: B2}}\n", encoding="utf-8")
+    assert read_sidecar(a, tmp_path)[1] == digest  # b's entry changed, not a's: a is not read again
+    assert read_sidecar(b, tmp_path)[0] == {"title": "B2"}
