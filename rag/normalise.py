@@ -87,6 +87,9 @@ _CHAR_MAP = str.maketrans(
         "\u2029": "\n",
         "\u0085": "\n",
     }
+    # every other control character (C0 but tab and line breaks, DEL, C1): a document's NUL or ESC is never
+    # text, and would reach a terminal or a chat's history as it is
+    | {c: None for c in [*range(0x00, 0x09), 0x0E, 0x0F, *range(0x10, 0x20), *range(0x7F, 0x85), *range(0x86, 0xA0)]}
 )
 
 _SOFT_HYPHEN_EOL = re.compile("\u00ad[ \t]*\n[ \t]*")

@@ -310,3 +310,11 @@ def test_clean_pages_keeps_table_row_numbers_in_the_student_affairs_regulation()
     for p in out[1:]:  # pages 2-25 start with their number; it is gone
         assert not re.match(rf"{p.number}\n", p.text)
     assert out[22].text.startswith("viên\n9\nSử dụng phần mềm")  # row 9 of the discipline table stays
+
+
+def test_control_characters_of_a_document_are_removed():
+    """A NUL or an escape sequence in a document (JSON, PDF text) would reach a terminal, or come back in a
+    chat's history and be refused there; tab and line breaks stay text."""
+    got = normalise_text("Phí\x00 gửi xe\x1b[2J là 3\x7f nghìn\x9b đồng\tmỗi lượt\nĐiều 2")
+    assert got == "Phí gửi xe[2J là 3 nghìn đồng mỗi lượt\nĐiều 2"
+    assert not any(unicodedata.category(c) == "Cc" and c != "\n" for c in got)
