@@ -248,18 +248,29 @@ def cmd_eval(args) -> int:
         raise InputError("give a dataset: rag eval DATASET.jsonl (or --corpora, or --convert-alqac PATH OUT.jsonl).")
     rows = load_dataset(args.dataset)  # before loading models: a bad line fails fast
     compare = [load_report(p) for p in args.compare or []]
+    # Beside the index, not in the working directory (often a source checkout).
+    default_out = _settings(args).resolved_index_dir().parent / "rag-eval" / Path(args.dataset).stem
+    out = _out_dir(Path(args.out) if args.out else default_out)  # before the run: its results are not lost
     pipe = _pipeline(args, load_llm=not args.retrieval_only)
     report = evaluate(pipe, rows, retrieval_only=args.retrieval_only, top_k=args.top_k,
                       dataset=Path(args.dataset).name, progress=sys.stderr.isatty())
-    # Beside the index, not in the working directory (often a source checkout).
-    default_out = _settings(args).resolved_index_dir().parent / "rag-eval" / Path(args.dataset).stem
-    out = Path(args.out) if args.out else default_out
     paths = write_outputs(report, out, compare)
     print(markdown_summary([report, *compare]))
     for kind, path in paths.items():
         print(f"{kind}: {path}" if path else f"{kind}: skipped (pip install matplotlib for the PNG chart)",
               file=sys.stderr)
     return 0
+
+
+def _out_dir(out: Path) -> Path:
+    """The folder `rag eval` writes its reports to, created now so that a bad --out fails before the run."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder for report.json, summary.md and recall.png.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--out {out}: cannot create the folder ({e.strerror or e}): choose a writable one.") from e
+    return out
 
 
 def _eval_corpora(args) -> int:
@@ -272,7 +283,7 @@ def _eval_corpora(args) -> int:
     result = suite.run(data, work, _settings(args), progress=sys.stderr.isatty(), walk=walk)
     print(suite.table(result))
     # Beside the indexes it evaluated, as `rag eval` does, not in the working directory (often a source checkout).
-    out = Path(args.out) if args.out else work.parent / "rag-eval" / "corpora"
+    out = _out_dir(Path(args.out) if args.out else work.parent / "rag-eval" / "corpora")
     for name, rep in result["columns"].items():
         write_json(rep, out / f"{name.replace(' ', '-')}.json")
     print(f"reports: {out}/", file=sys.stderr)

@@ -256,3 +256,32 @@ def test_cli_reports_the_bad_line_before_loading_anything(tmp_path, capsys):
     assert code == 2 and "d.jsonl:2:" in err and "'citations' must be a list" in err and "Traceback" not in err
     code = main(["eval"])
     assert code == 2 and "give a dataset" in capsys.readouterr().err
+
+
+
+def test_eval_refuses_a_bad_compare_or_out_before_the_run(tmp_path, capsys):
+    ds = _write(tmp_path / "d.jsonl", [GOOD])
+    (tmp_path / "partial.json").write_text('{"retrieval": {"article": {}}}', encoding="utf-8")
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    for extra, needle in ((["--compare", str(tmp_path / "partial.json")], "not a report written by `rag eval`"),
+                          (["--compare", str(tmp_path)], "no such report file"),
+                          (["--out", str(tmp_path / "afile")], "is a file: give a folder")):
+        code = main(["eval", str(ds), "--index", str(tmp_path / "no-index"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+def test_deeply_nested_dataset_line_and_bad_alqac_laws_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="deep.jsonl:1: not valid JSON"):
+        load_dataset(_write(tmp_path / "deep.jsonl", ["[" * 100_000 + "]" * 100_000]))
+    src = tmp_path / "alqac"
+    src.mkdir()
+    (src / "train.json").write_text('[{"question_id": "q1", "text": "Câu?", "relevant_articles": '
+                                    '[{"law_id": "L1", "article_id": "1"}]}]', encoding="utf-8")
+    for law, needle in (("{bad", "not valid JSON"), ('[{"id": 5, "articles": []}]', "not the ALQAC law.json shape"),
+                        ('[{"id": "L1", "articles": [{"id": "1", "text": 5}]}]', "not the ALQAC law.json shape")):
+        (src / "law.json").write_text(law, encoding="utf-8")
+        with pytest.raises(InputError, match=needle):
+            convert_alqac(src, tmp_path / "out" / "x.jsonl")
+    with pytest.raises(InputError, match="is a folder"):
+        convert_alqac(src, tmp_path)

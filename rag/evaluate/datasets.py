@@ -77,6 +77,9 @@ def load_dataset(path: str | Path) -> list[EvalRow]:
                 data = json.loads(line)
             except ValueError as e:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({e}); each line must be one JSON object.") from e
+            except RecursionError as e:
+                raise InputError(f"{path}:{lineno}: not valid JSON (nested too deeply); each line must be one "
+                                 "JSON object.") from e
             try:
                 rows.append(parse_row(data, lineno))
             except InputError as e:
@@ -174,6 +177,8 @@ def convert_alqac(src: str | Path, out: str | Path) -> dict:
         rows = alqac_rows(train)
     except (KeyError, TypeError) as e:
         raise InputError(f"{train_path}: not the ALQAC train.json shape (missing {e}).") from e
+    if out.is_dir():
+        raise InputError(f"{out} is a folder: give the path of the .jsonl file to write.")
     out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# ALQAC 2023 questions converted from {train_path.name} by `rag eval --convert-alqac`\n"
     out.write_text(header + "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows),
@@ -181,12 +186,17 @@ def convert_alqac(src: str | Path, out: str | Path) -> dict:
     result: dict[str, Any] = {"dataset": out, "questions": len(rows), "laws_dir": None, "laws": 0}
     law_path = train_path.parent / "law.json"
     if law_path.is_file():
-        laws = json.loads(law_path.read_text(encoding="utf-8"))
+        try:
+            laws = json.loads(law_path.read_text(encoding="utf-8"))
+            docs = [(_safe_name(law["id"]), {"title": law["id"], "text": alqac_law_text(law)}) for law in laws]
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{law_path}: not valid JSON ({e}).") from e
+        except (KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"{law_path}: not the ALQAC law.json shape (a list of {{\"id\": text, \"articles\": "
+                             f"[{{\"id\", \"text\"}}]}}; {type(e).__name__}: {e}).") from e
         laws_dir = out.with_name(out.name.removesuffix(".jsonl") + "-laws")
         laws_dir.mkdir(parents=True, exist_ok=True)
-        for law in laws:
-            doc = {"title": law["id"], "text": alqac_law_text(law)}
-            (laws_dir / f"{_safe_name(law['id'])}.json").write_text(json.dumps(doc, ensure_ascii=False),
-                                                                   encoding="utf-8")
-        result.update(laws_dir=laws_dir, laws=len(laws))
+        for name, doc in docs:
+            (laws_dir / f"{name}.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        result.update(laws_dir=laws_dir, laws=len(docs))
     return result

@@ -21,13 +21,19 @@ def write_json(report: dict, path: str | Path) -> Path:
 def load_report(path: str | Path) -> dict:
     path = Path(path)
     try:
+        if not path.is_file():
+            raise FileNotFoundError(path)
         report = json.loads(path.read_text(encoding="utf-8"))
+        missing = [k for k in ("config", "retrieval", "refusal") if k not in report]
+        if missing:
+            raise KeyError(", ".join(missing))
         report["retrieval"]["article"]  # noqa: B018 - shape check
+        markdown_summary([report])  # every figure the table reads is there and is a number
         return report
     except FileNotFoundError as e:
-        raise InputError(f"{path}: no such report (a report.json written by `rag eval`).") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{path}: not a report written by `rag eval` ({e}).") from e
+        raise InputError(f"{path}: no such report file (a report.json written by `rag eval`).") from e
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError, OSError) as e:
+        raise InputError(f"{path}: not a report written by `rag eval` ({type(e).__name__}: {e}).") from e
 
 
 def _pct(v) -> str:
