@@ -200,9 +200,12 @@ def validate_history(history: Any) -> list[dict[str, str]]:
             raise InputError(f"'history[{i}].role' is {role!r}; use 'user' or 'assistant'.")
         if not isinstance(content, str):
             raise InputError(f"'history[{i}].content' must be a string.")
-        if len(content) > MAX_TURN_CHARS:
+        if len(content) > _NFC_MAX_SHRINK * MAX_TURN_CHARS:  # cannot fit once composed
             raise InputError(f"'history[{i}].content' is longer than {MAX_TURN_CHARS} characters.")
         _valid_text(f"history[{i}].content", content)
+        content = unicodedata.normalize("NFC", content)  # as the question: "Học" typed on macOS (NFD) is "Học"
+        if len(content) > MAX_TURN_CHARS:
+            raise InputError(f"'history[{i}].content' is longer than {MAX_TURN_CHARS} characters.")
         out.append({"role": role, "content": content})
     return out
 
@@ -260,7 +263,10 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
 def _float(name: str, value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"'{name}' must be a number between {lo} and {hi}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float (10**400)
+        raise InputError(f"'{name}'={_shown(value)} is out of range: allowed {lo} to {hi}.") from None
     if not math.isfinite(value):
         raise InputError(f"'{name}' must be a finite number (got {value}).")
     if not lo <= value <= hi:

@@ -21,6 +21,7 @@ requests into one forward pass (generation is serialised per model; use vLLM for
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -113,12 +114,14 @@ def create_app(pipeline) -> Any:
         cancel = threading.Event()
         outputs = chat_outputs(chat, astream(pipeline, chat.ask, cancel), model)
         if not chat.stream:
+            watcher = asyncio.create_task(_stop_on_disconnect(request, cancel))
             try:
                 completion = [out async for out in outputs][-1]
             except Exception as e:  # noqa: BLE001
                 return error(e)
             finally:
                 cancel.set()
+                watcher.cancel()
             return JSONResponse(completion)
 
         async def events():
@@ -133,6 +136,15 @@ def create_app(pipeline) -> Any:
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _stop_on_disconnect(request: Request, cancel: threading.Event) -> None:
+        """Set ``cancel`` when the client of a non-streaming request hangs up (a client timing out and retrying
+        would otherwise hold the model until an answer nobody reads is finished)."""
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                cancel.set()
+                return
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "unknown_route", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")

@@ -59,7 +59,8 @@ def test_bad_requests_name_the_field(fields, needle):
     assert needle in str(e.value)
 
 
-@pytest.mark.parametrize("field, value", [("top_k", 10**400), ("top_k", 1e300), ("temperature", -1e300)])
+@pytest.mark.parametrize("field, value", [("top_k", 10**400), ("top_k", 1e300), ("temperature", -1e300),
+                                          ("temperature", 10**400), ("top_p", -10**400), ("repetition_penalty", 10**400)])
 def test_a_huge_number_is_echoed_cut_short(field, value):
     with pytest.raises(InputError) as e:
         make(**{field: value})
@@ -150,3 +151,12 @@ def test_text_inputs_read_the_lists_cog_sends_as_text():
         from_text_inputs({"prompt": "q?", "history": "[{"}, S)
     with pytest.raises(InputError, match="'stop_sequences' has 5 sequences"):
         from_text_inputs({"prompt": "q?", "stop_sequences": "a,b,c,d,e"}, S)
+
+
+def test_history_is_read_in_nfc_as_the_question_is():
+    """Text pasted from macOS/iOS arrives decomposed (NFD); follow-up rewriting must see the same words."""
+    import unicodedata
+
+    turn = "Học phí học lại tính thế nào?"
+    nfd = make(history=[{"role": "user", "content": unicodedata.normalize("NFD", turn)}]).history
+    assert nfd == [{"role": "user", "content": turn}] and unicodedata.is_normalized("NFC", nfd[0]["content"])

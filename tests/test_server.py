@@ -225,3 +225,41 @@ def test_rag_serve_command_serves_the_index_it_is_given(demo_index_dir):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"over index {demo_index_dir} ({health['chunks']} chunks) at http://127.0.0.1:{port}/v1" in out
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_hangs_up_stops_its_generation(demo_pipeline, stream):
+    """A client that times out (and would retry) must not leave its answer generating, holding the model."""
+    import threading
+
+    from rag.pipeline import Delta
+
+    stopped, finished = threading.Event(), threading.Event()
+
+    class Slow:
+        settings = demo_pipeline.settings
+        index = demo_pipeline.index
+
+        def stream(self, request, cancel=None):
+            for i in range(100):  # 20 s unless cancelled
+                if cancel is not None and cancel.is_set():
+                    stopped.set()
+                    return
+                time.sleep(0.2)
+                yield Delta(f"t{i} ")
+            finished.set()
+
+    body = {"model": "m", "stream": stream, "messages": [{"role": "user", "content": GRADUATION}]}
+    with ThreadServer(create_app(Slow())) as server:
+        with httpx.Client(timeout=httpx.Timeout(1.0)) as c:
+            if stream:  # reads a few events, then closes the connection
+                with c.stream("POST", f"{server.url}/v1/chat/completions", json=body) as r:
+                    t0 = time.monotonic()
+                    for _ in r.iter_bytes():
+                        if time.monotonic() - t0 > 1:
+                            break
+            else:  # waits 1 s for the whole answer, then gives up
+                with pytest.raises(httpx.ReadTimeout):
+                    c.post(f"{server.url}/v1/chat/completions", json=body)
+        assert stopped.wait(5), "generation went on after the client left"
+    assert not finished.is_set()
