@@ -112,7 +112,9 @@ def ingest(
 
     t0 = time.perf_counter()
     directory = Path(directory or settings.resolved_index_dir())
-    listing = iter_files(paths)  # raises InputError for a missing path or a folder with nothing to read
+    # raises InputError for a missing path or a folder with nothing to read; a source folder may hold the index
+    # itself and `rag eval`'s reports beside it ("rag ingest . --index ./index"): those are not documents
+    listing = iter_files(paths, exclude=[directory, directory.parent / "rag-eval"])
     report = IngestReport(index_dir=settings.chroma_url or str(directory))
     for path, reason in listing.skipped:
         report.files.append(FileResult(source=printable(path), status="skipped", reason=reason))

@@ -112,3 +112,14 @@ def test_demo_corpus_is_a_real_regulation_set(demo_index_dir, settings_factory):
     warn = [c for c in index.chunks if c.article == "10" and c.document.startswith("Quy chế đào tạo")]
     assert len(warn) >= 2, "the long Điều 10 is split at Khoản"
     assert all("Điều 10. Cảnh báo học tập" in c.header and "Chương II" in c.header for c in warn)
+
+
+def test_a_source_folder_holding_its_own_index_does_not_read_it(corpus, embedder, settings_factory):
+    """`rag ingest . --index ./index`: the index's JSON and sqlite files are not documents (they were
+    reported as failed files on every later ingest, exit 1), nor are `rag eval`'s reports beside it."""
+    s = settings_factory(corpus / "index")
+    (corpus / "rag-eval" / "d").mkdir(parents=True)
+    (corpus / "rag-eval" / "d" / "report.json").write_text('{"retrieval": {}}', encoding="utf-8")
+    assert _run([corpus], s, embedder).count("added") == 2
+    again = _run([corpus], s, embedder)
+    assert again.ok and [f.status for f in again.files] == ["unchanged", "unchanged"], again.summary()

@@ -68,8 +68,8 @@ def test_file_deleted_after_listing_is_named(tmp_path, embedder, settings_factor
     (docs / "gone.md").write_text(GOOD.replace("15", "25"), encoding="utf-8")
     real = rag.load.iter_files
 
-    def list_then_delete(paths):
-        listing = real(paths)
+    def list_then_delete(paths, **kw):
+        listing = real(paths, **kw)
         (docs / "gone.md").unlink()
         return listing
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from ..errors import InputError
 from .registry import SUPPORTED, SUPPORTED_LIST, unsupported_reason
@@ -39,8 +39,11 @@ class FileList:
         return len(self.files)
 
 
-def iter_files(paths: list[str | Path]) -> FileList:
+def iter_files(paths: list[str | Path], exclude: Iterable[str | Path] = ()) -> FileList:
     """Expand files and folders (recursively, sorted, hidden ones skipped) into a ``FileList``.
+
+    Folders in ``exclude`` (the index being written, its evaluation reports) are not walked: a source
+    folder that holds its own index would otherwise read the index's files as documents.
 
     A folder's files are labelled by their path relative to that folder; a file
     given by name is labelled by its name. Symlinks inside a folder are followed
@@ -50,6 +53,7 @@ def iter_files(paths: list[str | Path]) -> FileList:
     out = FileList()
     seen: set[Path] = set()
     labels: set[str] = set()
+    excluded = {Path(p).expanduser().resolve() for p in exclude}
 
     def add(resolved: Path, label: str, given: str) -> None:
         if resolved in seen:
@@ -70,7 +74,7 @@ def iter_files(paths: list[str | Path]) -> FileList:
         if not given.exists():
             raise InputError(f"no such file or folder: {printable(raw)}")
         if given.is_dir():
-            found = _walk(given, out.skipped, out.failed)
+            found = _walk(given, out.skipped, out.failed, excluded)
             if not found and not out.failed:
                 raise InputError(f"{printable(raw)} contains no supported files ({SUPPORTED_LIST})")
             for resolved, rel in found:
@@ -93,12 +97,12 @@ def _bad_name(path: str) -> bool:
     return False
 
 
-def _walk(root: Path, skipped: list[tuple[Path, str]],
-          failed: list[tuple[Path, str, str]]) -> list[tuple[Path, str]]:
+def _walk(root: Path, skipped: list[tuple[Path, str]], failed: list[tuple[Path, str, str]],
+          excluded: set[Path] = frozenset()) -> list[tuple[Path, str]]:
     """Supported files under ``root`` as (resolved path, label relative to root), sorted."""
     root_resolved = root.resolve()
     found: list[tuple[Path, str]] = []
-    visited: set[Path] = {root_resolved}
+    visited: set[Path] = {root_resolved, *excluded}
 
     def inside(p: Path) -> bool:
         return p == root_resolved or root_resolved in p.parents
