@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from .config import Settings
 from .errors import InputError, RagError
-from .texts import CHAT_QUERY_USED, CHAT_RESET, FULL_TEXT_HEADING
+from .texts import CHAT_HELP, CHAT_QUERY_USED, CHAT_RESET, CHAT_UNKNOWN_COMMAND, FULL_TEXT_HEADING
 
 EXIT_PARTIAL = 1
 EXIT_INPUT = 2
@@ -190,6 +191,12 @@ def cmd_chat(args) -> int:
         if question == "/reset":
             history = []
             print(CHAT_RESET, file=info)
+            continue
+        if question == "/help":
+            print(CHAT_HELP, file=info)
+            continue
+        if re.fullmatch(r"/\w+", question):  # a mistyped command is not a question about the regulations
+            print(CHAT_UNKNOWN_COMMAND.format(question, CHAT_HELP), file=info)
             continue
         if not question:
             continue

@@ -50,6 +50,9 @@ def is_refusal(text: str) -> bool:
 # -- `rag chat` ------------------------------------------------------------------------------------------
 
 CHAT_GREETING = "Hỏi về quy chế (gõ /exit để thoát, /reset để bắt đầu lại)."
+CHAT_HELP = ("Lệnh: /reset — bắt đầu lại (quên các câu trước), /help — các lệnh này, /exit — thoát. "
+             "Mọi dòng khác là một câu hỏi về quy chế.")
+CHAT_UNKNOWN_COMMAND = "Không có lệnh {}. {}"
 
 # -- the web chat: page --------------------------------------------------------------------------------
 

@@ -351,6 +351,19 @@ def test_cli_full_and_chat_reset(demo_index_dir, capsys, monkeypatch):
     assert CHAT_RESET in out
 
 
+def test_chat_help_and_a_mistyped_command_are_not_questions(demo_index_dir, capsys, monkeypatch):
+    import io
+
+    from rag.cli import main
+    from rag.texts import CHAT_HELP, CHAT_UNKNOWN_COMMAND, REFUSAL
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("/help\n/rest\n/exit\n"))
+    assert main(["chat", "--index", str(demo_index_dir)]) == 0
+    out = capsys.readouterr().out
+    assert CHAT_HELP in out and CHAT_UNKNOWN_COMMAND.format("/rest", CHAT_HELP) in out
+    assert REFUSAL not in out  # neither was searched as a question
+
+
 def test_info_lists_document_metadata(demo_index_dir, capsys):
     import json
 
