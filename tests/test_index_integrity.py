@@ -107,6 +107,8 @@ MALFORMED = {
                                                          if not k.startswith("chroma/")}),
     "a bad checksum entry": lambda m: m["checksums"].update({"bm25/ids.json": {"size": "x"}}),
     "missing field": lambda m: m.pop("embed_model"),
+    "a file's meta a string": lambda m: next(iter(m["files"].values())).update(meta="x"),
+    "a file's meta a list": lambda m: next(iter(m["files"].values())).update(meta=[1]),
 }
 
 

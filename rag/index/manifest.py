@@ -74,6 +74,9 @@ class Manifest:
                 raise ValueError(f'"{name}" is {json.dumps(value)[:40]}, not {_TYPE_NAMES[want]}')
         if not all(isinstance(k, str) and isinstance(v, dict) for k, v in data["files"].items()):
             raise ValueError('"files" must map each source file to an object')
+        for k, v in data["files"].items():
+            if not isinstance(v.get("meta") or {}, dict):
+                raise ValueError(f'"files"[{k!r}]["meta"] is not an object')
         if data.get("data_dir") is not None and not _DATA_DIR.fullmatch(data["data_dir"]):
             raise ValueError(f'"data_dir" is {data["data_dir"]!r}, not a version directory name (v-NNNNNN)')
         for path, entry in (data.get("checksums") or {}).items():
