@@ -37,6 +37,7 @@ images, the legacy ``/v1/completions`` route.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class ChatRequest:
 def parse_chat(body: Any, settings: Settings) -> ChatRequest:
     """Validate a chat-completions body; every problem is an ``InputError`` naming the field."""
     if not isinstance(body, Mapping):
-        raise InputError("'openai_input' must be a JSON object (the chat-completions request body).")
+        raise InputError("the chat-completions request body ('openai_input' on RunPod) must be a JSON object.")
     unknown = sorted(set(body) - set(CHAT_FIELDS))
     if unknown:
         raise InputError(f"unsupported field(s): {', '.join(unknown)}. Supported: {', '.join(CHAT_FIELDS)}.")
@@ -112,8 +113,9 @@ def parse_chat(body: Any, settings: Settings) -> ChatRequest:
     if model is not None and not isinstance(model, str):
         raise InputError("'model' must be a string.")
 
-    system, turns = _split_messages(body.get("messages"))
+    system, turns, at = _split_messages(body.get("messages"))
     fields: dict[str, Any] = {"question": turns[-1]["content"], "history": turns[:-1][-MAX_HISTORY_TURNS:]}
+    history_at = at[:-1][-MAX_HISTORY_TURNS:]  # history[i] is messages[history_at[i]]
     if system:
         fields["system_prompt"] = system
     for name, target in _MAPPED.items():
@@ -126,16 +128,21 @@ def parse_chat(body: Any, settings: Settings) -> ChatRequest:
     except InputError as e:
         # The limits are rag's; the names the client used are OpenAI's.
         msg = str(e).replace("'max_new_tokens'", "'max_tokens'").replace("'sampling_top_k'", "'top_k'")
-        msg = msg.replace("'question'", "the question (the last user message)")
+        msg = msg.replace("'question'", f"'messages[{at[-1]}].content' (the question)")
+        msg = msg.replace("'system_prompt'", "'messages' of role 'system', together,")
+        msg = re.sub(r"'history\[(\d+)\]", lambda m: f"'messages[{history_at[int(m.group(1))]}]"
+                     if int(m.group(1)) < len(history_at) else m.group(0), msg)
         raise InputError(msg) from e
     return ChatRequest(ask=ask, stream=stream, include_usage=include_usage, model=model)
 
 
-def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]]]:
+def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]], list[int]]:
+    """The system text, the user and assistant turns, and each turn's position in ``messages``."""
     if not isinstance(messages, list) or not messages:
         raise InputError("'messages' must be a non-empty list of {\"role\": ..., \"content\": ...} objects.")
     system: list[str] = []
     turns: list[dict[str, str]] = []
+    at: list[int] = []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, Mapping):
@@ -156,11 +163,12 @@ def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]]]:
                 system.append(text.strip())
         else:
             turns.append({"role": role, "content": text})
+            at.append(i)
     if not turns or turns[-1]["role"] != "user":
         raise InputError("the last message must have role 'user': it is the question to answer.")
     if not turns[-1]["content"].strip():
         raise InputError(f"the question (messages[{len(messages) - 1}], the last user message) is empty.")
-    return ("\n\n".join(system) or None), turns
+    return ("\n\n".join(system) or None), turns, at
 
 
 def _json_type(value: Any) -> str:

@@ -110,6 +110,20 @@ def test_errors_have_openais_shape_and_status(extractive):
     assert "not valid JSON" in assert_openai_error(r, 400, "invalid_input")
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": []})
     assert_openai_error(r, 400, "invalid_input", "messages")
+    # a message's problem names it by its place in the client's 'messages', system messages counted
+    messages = [{"role": "system", "content": "Trả lời ngắn."}, {"role": "user", "content": "a" * 9000},
+                {"role": "assistant", "content": "…"}, {"role": "user", "content": GRADUATION}]
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages})
+    assert "'messages[1].content' is longer than 8000" in assert_openai_error(r, 400, "invalid_input", "messages")
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "system", "content": "s" * 9000},
+                                                                    {"role": "user", "content": GRADUATION}]})
+    assert "'messages' of role 'system', together, is longer" in assert_openai_error(r, 400, "invalid_input",
+                                                                                         "messages")
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages[:3] + [{"role": "user", "content": "?!"}]})
+    assert "'messages[3].content' (the question)" in assert_openai_error(r, 400, "invalid_input", "messages")
+    r = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": GRADUATION}],
+                                                       "temperature": 10 ** 400})
+    assert_openai_error(r, 400, "invalid_input", "temperature")
     r = httpx.post(f"{url}/v1/completions", json={"prompt": "x"})
     assert "no such route: POST /v1/completions" in assert_openai_error(r, 404, "unknown_route")
     r = httpx.get(f"{url}/v1/chat/completions")
