@@ -78,7 +78,7 @@ class Runner(BaseRunner):
     @streaming
     def run(  # each Input(...) is one literal call, as `cog build` needs (see the module docstring)
         self,
-        prompt: str = Input(description="The student's question, in Vietnamese.", max_length=2000),
+        prompt: str = Input(description="The student's question, in Vietnamese: at most 2000 characters (RAG_MAX_QUESTION_CHARS) once composed (NFC).", max_length=6000),
         system_prompt: str = Input(description="Replaces the default system prompt; empty: the default.", default="", max_length=8000),
         max_tokens: int = Input(description="Most tokens the LLM may generate.", default=512, ge=1, le=2048),
         temperature: float = Input(description="Sampling temperature; 0 = greedy (deterministic).", default=0.0, ge=0.0, le=2.0),
@@ -87,7 +87,7 @@ class Runner(BaseRunner):
         stop_sequences: str = Input(description="Up to 4 stop sequences, comma-separated (or a JSON array).", default=""),
         seed: Optional[int] = Input(description="Sampling seed; empty = random.", default=None, ge=0, le=4294967295),
         num_passages: Optional[int] = Input(description="Passages retrieved from the regulations; empty = the deployment's RAG_TOP_K.", default=None, ge=1, le=20),
-        history: str = Input(description='Earlier turns as a JSON array of {"role": "user" or "assistant", "content": "..."}.', default=""),
+        history: str = Input(description='Earlier turns as a JSON array of {"role": "user" or "assistant", "content": "..."}: at most 20 turns of 8000 characters.', default="", max_length=700000),
         output_format: str = Input(description="text: the answer, then its sources; json: one JSON document with structured citations.", default="text", choices=["text", "json"]),
         lora_weights: Optional[str] = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) trained on this model's base, for this request; downloaded once and cached. Needs an LLM.", default=None),
         hf_token: Optional[Secret] = Input(description="Bearer token for a private lora_weights URL.", default=None),

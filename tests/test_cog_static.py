@@ -107,7 +107,16 @@ def test_bounds_and_defaults_are_the_validators():
             with pytest.raises(InputError, match=f"'{name}'"):
                 ok(name, value + outside)
             checked += 1
-        if f.max_length is not None:
+        if name == "prompt":  # counted once composed: the bound is that many letters typed decomposed (NFD)
+            import unicodedata
+
+            letter = unicodedata.normalize("NFD", "ệ")  # e + circumflex + dot below: Vietnamese's longest
+            assert f.max_length == len(letter) * settings.max_question_chars
+            ok(name, letter * settings.max_question_chars)
+            with pytest.raises(InputError, match=f"'{name}'"):
+                ok(name, letter * settings.max_question_chars + "x")
+            checked += 1
+        elif f.max_length is not None:
             ok(name, "x" * f.max_length)
             with pytest.raises(InputError, match=f"'{name}'"):
                 ok(name, "x" * (f.max_length + 1))
