@@ -106,6 +106,7 @@ class Retriever:
         self.reranker = reranker
         self.embed_query = query_embedder(embedder, settings)  # concurrent questions in one call (rag.batching)
         self._syllables: set[str] | None = None
+        self._plain: set[str] | None = None  # the documents' marked syllables without their marks
         self._titles: dict[int, set[str]] | None = None
         self._scope = None
 
@@ -197,7 +198,10 @@ class Retriever:
             out.refused = True
             unknown = [t.replace("_", " ") for t in out.terms if not self._known(t)]
             total = sum(out.terms.values())
-            if unknown and sum(out.terms[t.replace(" ", "_")] for t in unknown) >= 0.5 * total:
+            if self.without_diacritics(question):
+                out.reason = "no_diacritics"
+                out.why = REASONS["no_diacritics"]
+            elif unknown and sum(out.terms[t.replace(" ", "_")] for t in unknown) >= 0.5 * total:
                 out.reason = "unknown_words"
                 out.why = REASONS["unknown_words"].format(words=", ".join(f"«{w}»" for w in unknown[:4]))
             else:
@@ -390,6 +394,23 @@ class Retriever:
         if self._syllables is None:
             self._syllables = {s for w in df for s in w.split("_")}
         return all(s in self._syllables for s in t.split("_"))
+
+    def without_diacritics(self, question: str) -> bool:
+        """Vietnamese typed without its marks ("hoc phi hoc lai tinh the nao"): no letter carries a mark, while
+        the documents do, and most words are a syllable of theirs once its marks are taken off. An English
+        question ("what is the fee") is not: most of its words are no such syllable."""
+        import unicodedata
+
+        words = re.findall(r"[^\W\d_]+", question.lower())
+        if len(words) < 2 or not all(w.isascii() for w in words):
+            return False
+        if self._plain is None:
+            if self._syllables is None:
+                self._syllables = {s for w in self.index.document_frequency for s in w.split("_")}
+            bare = {s for s in self._syllables if not s.isascii()}
+            self._plain = {"".join(c for c in unicodedata.normalize("NFD", s.replace("đ", "d"))
+                                   if not unicodedata.combining(c)) for s in bare}
+        return sum(w in self._plain for w in words) >= 0.7 * len(words)
 
     def unknown_words(self, question: str) -> list[str]:
         """Content words of the question that no indexed passage contains."""

@@ -29,6 +29,8 @@ REFUSAL_REASONS = {
     "other_cohort": "Câu hỏi nói về {cohort}, các văn bản chỉ nhắc tới {cohorts}.",
     "unstated_fact": "Câu hỏi hỏi {what}, nhưng các đoạn gần nhất trong văn bản không nêu {what} nào cho nội dung này.",
     "no_words": "Câu hỏi không có từ nào để tìm (chỉ có số hoặc ký hiệu).",
+    "no_diacritics": ("Câu hỏi được gõ không dấu, còn các văn bản viết tiếng Việt có dấu nên không tìm được: "
+                      "hãy gõ lại có dấu (ví dụ «học phí» thay vì «hoc phi»)."),
 }
 FACT_KINDS = {"money": "số tiền", "clock": "giờ cụ thể", "month": "tháng cụ thể"}  # what a question asked for
 REFUSAL_SUGGEST = "Các quy định gần nhất với câu hỏi:"

@@ -140,3 +140,13 @@ def test_follow_up_is_rewritten_by_the_llm_then_searched(llm_pipeline):
     prompts = llm_pipeline.generator.prompts[before:]
     assert REWRITE_SYSTEM_PROMPT[:40] in prompts[0] and "<tài_liệu" not in prompts[0]
     assert ans.query and ans.query != "Còn học kỳ hè thì sao?"
+
+
+def test_a_question_typed_without_marks_is_told_to_type_them(demo_pipeline):
+    from rag.texts import REFUSAL_REASONS
+
+    bare = demo_pipeline.answer({"question": "Hoc phi hoc lai tinh the nao?"})
+    assert bare.refused and REFUSAL_REASONS["no_diacritics"] in bare.text
+    english = demo_pipeline.answer({"question": "What is the exchange rate of the dollar today?"})
+    assert english.refused and REFUSAL_REASONS["no_diacritics"] not in english.text
+    assert not demo_pipeline.answer({"question": "Học phí học lại tính thế nào?"}).refused
