@@ -236,6 +236,7 @@ def cmd_info(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluate import convert_alqac, evaluate, load_dataset, load_report, markdown_summary, write_outputs
+    from .evaluate.runner import check_rows
 
     if args.convert_alqac:
         if args.dataset:
@@ -254,6 +255,7 @@ def cmd_eval(args) -> int:
     if not args.dataset:
         raise InputError("give a dataset: rag eval DATASET.jsonl (or --corpora, or --convert-alqac PATH OUT.jsonl).")
     rows = load_dataset(args.dataset)  # before loading models: a bad line fails fast
+    check_rows(rows, _settings(args), args.top_k, args.dataset)  # so does a question the pipeline would refuse
     compare = [load_report(p) for p in args.compare or []]
     # Beside the index, not in the working directory (often a source checkout).
     default_out = _settings(args).resolved_index_dir().parent / "rag-eval" / Path(args.dataset).stem
@@ -262,6 +264,10 @@ def cmd_eval(args) -> int:
     report = evaluate(pipe, rows, retrieval_only=args.retrieval_only, top_k=args.top_k,
                       dataset=Path(args.dataset).name, progress=sys.stderr.isatty())
     paths = write_outputs(report, out, compare)
+    unknown = report["dataset"]["unknown_gold_documents"]
+    if unknown:  # a gold that matches nothing scores zero: say so rather than let it lower the figures silently
+        print(f"warning: {len(unknown)} gold document(s) name no indexed document (typo, or a file not ingested?): "
+              + "; ".join(repr(d) for d in unknown[:5]) + ("; …" if len(unknown) > 5 else ""), file=sys.stderr)
     print(markdown_summary([report, *compare]))
     for kind, path in paths.items():
         print(f"{kind}: {path}" if path else f"{kind}: skipped (pip install matplotlib for the PNG chart)",

@@ -210,6 +210,7 @@ def test_rag_eval_end_to_end_on_the_demo(demo_index_dir, tmp_path, capsys):
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["dataset"]["rows"] == 3 and report["dataset"]["with_article_gold"] == 2
+    assert report["dataset"]["unknown_gold_documents"] == [] and "warning:" not in stderr
     assert report["config"]["top_k"] == 3 and report["config"]["retrieval_only"] is False
     art = report["retrieval"]["article"]
     assert art["n"] == 2 and art["R@10"] == 1.0 and len(art["curve"]) == 10
@@ -285,3 +286,25 @@ def test_deeply_nested_dataset_line_and_bad_alqac_laws_are_input_errors(tmp_path
             convert_alqac(src, tmp_path / "out" / "x.jsonl")
     with pytest.raises(InputError, match="is a folder"):
         convert_alqac(src, tmp_path)
+
+
+def test_eval_warns_of_a_gold_document_nothing_is_named_and_checks_questions_first(demo_index_dir, tmp_path,
+                                                                                   capsys, monkeypatch):
+    typo = QCDT[:-1] + "x"
+    ds = _write(tmp_path / "typo.jsonl", [json.dumps({"question": "Sinh viên bị cảnh báo học tập khi nào?",
+                                                      "citations": [{"document": typo, "article": "10"}]},
+                                                     ensure_ascii=False)])
+    code = main(["eval", str(ds), "--index", str(demo_index_dir), "--out", str(tmp_path / "o"), "--retrieval-only"])
+    _, err = capsys.readouterr()
+    assert code == 0 and "1 gold document(s) name no indexed document" in err and typo in err, err
+    import rag.cli
+
+    def no_models(*a, **k):
+        raise AssertionError("a model was loaded before the questions were checked")
+
+    monkeypatch.setattr(rag.cli, "_pipeline", no_models)
+    bad = _write(tmp_path / "esc.jsonl", [GOOD, json.dumps({"question": "Học phí\u001b?"})])
+    assert main(["eval", str(bad), "--index", str(demo_index_dir)]) == 2
+    assert "esc.jsonl:2: " in capsys.readouterr().err
+    assert main(["eval", str(ds), "--index", str(demo_index_dir), "--top-k", "0"]) == 2
+    assert "'top_k'=0 is out of range" in capsys.readouterr().err

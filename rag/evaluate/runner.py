@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from ..errors import InputError
 from .datasets import EXPECTED, EvalRow
 from .facts import fact_score
-from .metrics import (ARTICLE, CURVE_K, DOCUMENT, Ref, article_match, citation_scores, distinct_refs, document_match,
+from .metrics import (ARTICLE, CURVE_K, DOCUMENT, Ref, article_match, citation_scores, distinct_refs, document_match, document_matches,
                       gold_positions, gold_units, latency_summary, retrieval_metrics, token_f1)
 
 RANK_DEPTH = 30  # chunks retrieved for the rank metrics: enough for 10 distinct Điều when long ones are split
@@ -33,6 +33,21 @@ def config_of(pipeline, retrieval_only: bool, top_k: int) -> dict:
     }
 
 
+def check_rows(rows: Sequence[EvalRow], settings, top_k: int | None, where: str = "dataset") -> int:
+    """The passages to give each answer (``top_k``, else RAG_TOP_K), after checking it and every question as
+    the pipeline would: a question it would reject fails now, named by its file and line, before any model is
+    loaded and not half-way through the run."""
+    from ..request import AskRequest
+
+    top_k = AskRequest(question="q", top_k=settings.top_k if top_k is None else top_k).validate(settings).top_k
+    for row in rows:
+        try:
+            AskRequest(question=row.question).validate(settings)
+        except InputError as e:
+            raise InputError(f"{where}:{row.line}: {e}") from e
+    return top_k
+
+
 def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *, top_k: int | None = None,
              name: str | None = None, dataset: str | None = None, progress: bool = False) -> dict:
     """Run every question through ``pipeline`` and return the report (see the module docstring).
@@ -43,12 +58,10 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
     from ..request import AskRequest
 
     settings = pipeline.settings
-    top_k = AskRequest(question="q", top_k=top_k or settings.top_k).validate(settings).top_k
-    for row in rows:  # a question the pipeline would reject fails now, with its line, not half-way through
-        try:
-            AskRequest(question=row.question).validate(settings)
-        except InputError as e:
-            raise InputError(f"dataset line {row.line}: {e}") from e
+    top_k = check_rows(rows, settings, top_k, dataset or "dataset")
+    indexed = {(c.document, c.source) for c in pipeline.index.chunks}
+    unknown_docs = sorted({g.document for r in rows for g in r.citations if g.document and not any(
+        document_matches(g.document, doc, src) for doc, src in indexed)})
     depth = max(RANK_DEPTH, top_k)
     pipeline.warmup()  # lazy loads (pyvi, BM25 statistics) are not the first question's latency
     t0 = time.perf_counter()
@@ -99,7 +112,9 @@ def evaluate(pipeline, rows: Sequence[EvalRow], retrieval_only: bool = False, *,
                     "expected_refuse": sum(r.expected == "refuse" for r in rows),
                     "with_article_gold": sum(bool(gold_units(r.citations, ARTICLE)) for r in rows),
                     "with_document_gold": sum(bool(gold_units(r.citations, DOCUMENT)) for r in rows),
-                    "with_reference_answer": sum(r.answer is not None for r in rows)},
+                    "with_reference_answer": sum(r.answer is not None for r in rows),
+                    # gold documents no indexed document is named by: a typo, or a file not ingested
+                    "unknown_gold_documents": unknown_docs},
         "config": {**config_of(pipeline, retrieval_only, top_k), **({"name": name} if name else {})},
         "retrieval": {},
     }
