@@ -96,16 +96,23 @@ def parse_chat(body: Any, settings: Settings) -> ChatRequest:
     include_usage = False
     options = body.get("stream_options")
     if options is not None:
-        if not isinstance(options, Mapping) or set(options) - {"include_usage"}:
+        if not isinstance(options, Mapping) or set(options) - {"include_usage"} or \
+                not isinstance(options.get("include_usage", False), bool):
             raise InputError("'stream_options' may only be {\"include_usage\": true|false}.")
-        include_usage = bool(options.get("include_usage", False))
-    if body.get("n") not in (None, 1):
+        if not stream:
+            raise InputError("'stream_options' is only allowed when 'stream' is true.")
+        include_usage = options.get("include_usage", False)
+    n = body.get("n")
+    if n is not None and (isinstance(n, bool) or n != 1):
         raise InputError("'n' must be 1: one answer per request.")
     for name in ("presence_penalty", "frequency_penalty"):
-        if body.get(name) not in (None, 0, 0.0):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or value not in (0, 0.0)):
             raise InputError(f"'{name}' is not supported: leave it out or set it to 0 (use repetition_penalty).")
-    if body.get("logprobs") not in (None, False):
+    if body.get("logprobs") is not None and body.get("logprobs") is not False:
         raise InputError("'logprobs' is not supported: leave it out or set it to false.")
+    if body.get("user") is not None and not isinstance(body.get("user"), str):
+        raise InputError("'user' must be a string.")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, Mapping) or fmt.get("type") != "text" or set(fmt) != {"type"}):
         raise InputError("'response_format' may only be {\"type\": \"text\"}: answers are text with their sources.")
@@ -150,6 +157,8 @@ def _split_messages(messages: Any) -> tuple[str | None, list[dict[str, str]], li
         extra = sorted(set(m) - {"role", "content", "name"})
         if extra:
             raise InputError(f"'{where}' has unsupported field(s) {', '.join(extra)} (tools are not supported).")
+        if m.get("name") is not None and not isinstance(m.get("name"), str):
+            raise InputError(f"'{where}.name' must be a string.")
         role = m.get("role")
         if role not in ("user", "assistant", *_SYSTEM_ROLES):
             shown = repr(role) if role is None or isinstance(role, str) else f"a JSON {_json_type(role)}"

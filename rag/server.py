@@ -5,7 +5,7 @@ For a campus machine, Open WebUI, LangChain or any ``openai`` client:
 - ``POST /v1/chat/completions``: a chat completion, whole or streamed as server-sent
   events (``"stream": true``), with the answer's sources (``sources`` field and a
   sources block; see ``rag.openai_compat``);
-- ``GET /v1/models``: the one model this server answers with;
+- ``GET /v1/models`` (and ``/v1/models/{id}``): the one model this server answers with;
 - ``GET /health``: ``{"status": "ok", "model", "chunks"}``.
 
 The request and response formats are ``rag.openai_compat``'s, the same code RunPod's
@@ -103,6 +103,15 @@ def create_app(pipeline) -> Any:
     async def models(request: Request) -> JSONResponse:
         return JSONResponse(models_list(model))
 
+    async def one_model(request: Request) -> JSONResponse:
+        """GET /v1/models/{id}: the openai client's ``models.retrieve``."""
+        wanted = request.path_params["model_id"]
+        if wanted != model:
+            return JSONResponse({"error": {"message": f"no model {wanted[:100]!r}: this server serves {model!r}.",
+                                           "type": "invalid_request_error", "param": "model",
+                                           "code": "model_not_found"}}, status_code=404)
+        return JSONResponse(models_list(model)["data"][0])
+
     async def chat(request: Request):
         try:
             raw = await _read_body(request)
@@ -149,7 +158,7 @@ def create_app(pipeline) -> Any:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "unknown_route", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
         what = f"{request.method} {request.url.path}"
-        text = {404: f"no such route: {what}. This server answers /v1/chat/completions, /v1/models and /health.",
+        text = {404: f"no such route: {what}. This server answers /v1/chat/completions, /v1/models[/{id}] and /health.",
                 405: f"{what} is not allowed here."}.get(exc.status_code, str(exc.detail))
         return error(_HTTPError(text, code, exc.status_code))
 
@@ -157,8 +166,8 @@ def create_app(pipeline) -> Any:
         return error(exc)
 
     return Starlette(
-        routes=[Route("/health", health), Route("/v1/models", models), Route("/v1/chat/completions", chat,
-                                                                                methods=["POST"])],
+        routes=[Route("/health", health), Route("/v1/models", models), Route("/v1/models/{model_id:path}", one_model),
+                Route("/v1/chat/completions", chat, methods=["POST"])],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 

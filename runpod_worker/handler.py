@@ -119,6 +119,8 @@ def parse_job(job: Any, settings: Settings):
         if extra:
             raise InputError(f"unknown field(s) next to openai_route: {', '.join(extra)}. Allowed: openai_route, openai_input.")
         route = data.get("openai_route")
+        if route is None:
+            raise InputError(f"'openai_route' is missing next to openai_input: give one of {', '.join(ROUTES)}.")
         if route not in ROUTES:
             raise InputError(f"unsupported openai_route {route!r}: this worker serves {', '.join(ROUTES)}.")
         if route == ROUTE_MODELS:
@@ -131,8 +133,8 @@ def parse_job(job: Any, settings: Settings):
         stream = False
     if not isinstance(stream, bool):
         raise InputError("'stream' must be true or false.")
-    lora = fields.pop("lora_weights", None)
-    if "question" in fields:  # the old names, for one release
+    lora = fields.pop("lora_weights", None) or None  # "" is no adapter, as Cog reads an empty input
+    if fields.get("question") is not None:  # the old names, for one release
         unknown = sorted(set(fields) - set(AskRequest.fields_()))
         if unknown:
             raise InputError(f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(AskRequest.fields_())}, "

@@ -223,7 +223,7 @@ def chat(messages=None, **body):
 BAD_OPENAI = [
     ({"openai_route": "/v1/embeddings", "openai_input": {}}, "unsupported openai_route '/v1/embeddings'"),
     ({"openai_route": "/v1/completions", "openai_input": {"prompt": "x"}}, "unsupported openai_route"),
-    ({"openai_input": {"messages": []}}, "unsupported openai_route None"),
+    ({"openai_input": {"messages": []}}, "'openai_route' is missing next to openai_input"),
     ({**chat(), "question": "x"}, "unknown field(s) next to openai_route: question"),
     ({"openai_route": "/v1/chat/completions", "openai_input": "hello"}, "('openai_input' on RunPod) must be a JSON object"),
     ({"openai_route": "/v1/chat/completions"}, "('openai_input' on RunPod) must be a JSON object"),
@@ -400,6 +400,10 @@ def test_lora_weights_per_job_is_downloaded_once_and_used_for_that_job(llm_worke
         (out,) = run(worker, {**job, "lora_weights": url})  # no LLM: refused before any download
         assert "lora_weights needs an LLM" in assert_error_shape(out, "bad_config")
         assert files.hits == {"/lora.tar.gz": 1}
+        (out,) = run(worker, {**job, "lora_weights": ""})  # empty is no adapter, as Cog reads it
+        assert "error" not in out and out["answer"]
+        (out,) = run(worker, {**job, "question": None})  # a null old name is not the old form: named, not 'prompt'
+        assert "unknown input(s): question" in assert_error_shape(out, "invalid_input")
     finally:
         files.close()
 

@@ -101,6 +101,24 @@ def test_defaults_that_change_nothing_are_accepted_and_others_refused(extractive
                                   tools=[{"type": "function", "function": {"name": "f"}}])
 
 
+def test_models_retrieve_and_strict_openai_fields(extractive):
+    c = client(extractive)
+    model = c.models.list().data[0].id
+    assert c.models.retrieve(model).id == model
+    with pytest.raises(openai.NotFoundError):
+        c.models.retrieve("gpt-4o")
+    ask = {"model": "m", "messages": [{"role": "user", "content": GRADUATION}]}
+    for extra, param in (({"stream_options": {"include_usage": "no"}, "stream": True}, "stream_options"),
+                         ({"stream_options": {"include_usage": True}}, "stream_options"),
+                         ({"n": True}, "n"), ({"logprobs": 0}, "logprobs"), ({"user": 5}, "user"),
+                         ({"presence_penalty": False}, "presence_penalty")):
+        r = httpx.post(f"{extractive.url}/v1/chat/completions", json={**ask, **extra})
+        assert_openai_error(r, 400, "invalid_input", param)
+    r = httpx.post(f"{extractive.url}/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": GRADUATION, "name": 5}]})
+    assert "'messages[0].name' must be a string" in assert_openai_error(r, 400, "invalid_input", "messages")
+
+
 def test_errors_have_openais_shape_and_status(extractive):
     url = extractive.url
     r = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "max_tokens": 0,
