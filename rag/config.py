@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -110,7 +111,7 @@ class Settings:
     embed_batch_size: int = setting(32, "RAG_EMBED_BATCH_SIZE", "passages embedded per batch", kind="int",
                                     group="index", lo=1, hi=4096)
     embed_device: str | None = setting(None, "RAG_EMBED_DEVICE", "device of the embedder (unset: CUDA when present)",
-                                       kind="str", group="index")
+                                       kind="str", group="index", allowed="`cpu`, `cuda`, `cuda:N`")
     embed_dtype: str = setting(
         "auto", "RAG_EMBED_DTYPE", "precision of the embedder's weights: `auto` is `bfloat16` on a CPU with native "
         "bf16 (`avx512_bf16` or `amx_bf16` in its flags), `float16` on CUDA, `float32` otherwise; vectors are "
@@ -264,6 +265,11 @@ class Settings:
             )
         if self.quantization != "none" and not self.llm:
             raise ConfigError("RAG_QUANTIZATION is set but RAG_LLM is not: set RAG_LLM or unset RAG_QUANTIZATION.")
+        device = re.compile(r"(?:cpu|mps|(?:cuda|xpu)(?::\d+)?)")  # the form only: whether it exists is for torch
+        if self.device != "auto" and not device.fullmatch(self.device):
+            raise ConfigError(f"RAG_DEVICE={self.device[:40]!r}: use auto, cpu or cuda[:N].")
+        if self.embed_device is not None and not device.fullmatch(self.embed_device):
+            raise ConfigError(f"RAG_EMBED_DEVICE={self.embed_device[:40]!r}: use cpu or cuda[:N], or leave it unset.")
         if self.top_k > self.max_top_k:
             raise ConfigError(f"RAG_TOP_K={self.top_k} is above RAG_MAX_TOP_K={self.max_top_k}.")
         if self.chroma_url and not self.chroma_url.startswith(("http://", "https://")):

@@ -43,12 +43,21 @@ _ENV_READ = re.compile(r"""(?:environ|\benv)\s*(?:\.get\(\s*["']([A-Z][A-Z0-9_]+
     lambda: Settings(trust_remote_code="yes"),
     lambda: Settings(dense_weight=float("nan")),
     lambda: Settings(embed_model=None),  # a setting with a default cannot be unset
+    lambda: Settings(device="tpu"),  # checked even when no LLM is configured
+    lambda: Settings(embed_device="tpu"),
+    lambda: Settings(device="cuda:x"),
 ])
 def test_every_way_of_building_settings_validates(build):
     with pytest.raises(ConfigError) as e:
         build()
     assert e.value.code == "bad_config"
     assert re.search(r"\b(RAG_[A-Z_]+|HF_TOKEN)\b", str(e.value)), "the message names the variable to change"
+
+
+def test_device_forms():
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert Settings(device=device).device == device
+    assert Settings(embed_device="cuda:0").embed_device == "cuda:0"
 
 
 def test_values_are_normalised_on_construction():
@@ -94,6 +103,8 @@ def test_every_field_is_read_from_the_environment():
             env["RAG_LLM"] = "base"
         if f.name == "index_url":
             env[meta["env"]] = "https://h/i.tgz"
+        if f.name in ("device", "embed_device"):
+            env[meta["env"]] = "cuda:1"
         assert getattr(Settings.from_env(env), f.name) != getattr(base, f.name), meta["env"]
 
 
