@@ -66,6 +66,16 @@ def cmd_search(args) -> int:
     if bool(args.question) == bool(args.queries):
         raise InputError("give either a question or --queries FILE (one question per line), not both or neither.")
     queries = _read_queries(Path(args.queries)) if args.queries else None  # a bad file fails before models load
+    if queries is not None:  # and so does a bad question in it, named by its line, before any result is printed
+        from .request import validate_question
+
+        limit = _settings(args).max_question_chars
+        for n, line in enumerate(queries, 1):
+            if line.strip():
+                try:
+                    validate_question(line, limit)
+                except InputError as e:
+                    raise InputError(f"{args.queries}:{n}: {e}") from e
     from .render import citation_label, retrieval_dict
 
     pipe = _pipeline(args, load_llm=False)

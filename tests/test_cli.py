@@ -54,9 +54,10 @@ def test_search_queries_a_directory_or_a_huge_file_is_a_clear_input_error(demo_i
     code, _, err = run(capsys, "search", "--queries", str(fifo), "--index", str(demo_index_dir))
     assert code == 2 and "is not a regular file" in err and "no such file" not in err, err
     nul = tmp_path / "nul.txt"
-    nul.write_text("Học bổng\x00 xét thế nào?\n", encoding="utf-8")
-    code, _, err = run(capsys, "search", "--queries", str(nul), "--index", str(demo_index_dir))
-    assert code == 2 and "control character (U+0000)" in err, err
+    nul.write_text("Học bổng loại giỏi bao nhiêu tiền?\n\nHọc bổng\x00 xét thế nào?\n", encoding="utf-8")
+    code, out, err = run(capsys, "search", "--queries", str(nul), "--index", str(demo_index_dir))
+    assert code == 2 and f"{nul}:3: " in err and "control character (U+0000)" in err, err
+    assert out == ""  # checked before any result: a failed file prints no half of its results
 
 
 def test_ask_json(demo_index_dir, capsys):
