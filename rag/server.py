@@ -67,7 +67,7 @@ async def _read_body(request) -> bytes:
             async for part in request.stream():
                 size += len(part)
                 if size > MAX_BODY_BYTES:
-                    raise _too_large("larger than that")
+                    raise _too_large(f"over {MAX_BODY_BYTES} bytes")
                 parts.append(part)
     except TimeoutError:
         raise _HTTPError(f"the request body did not arrive within {BODY_TIMEOUT_S:g} s.", "invalid_input", 408) from None

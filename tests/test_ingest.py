@@ -123,3 +123,12 @@ def test_a_source_folder_holding_its_own_index_does_not_read_it(corpus, embedder
     assert _run([corpus], s, embedder).count("added") == 2
     again = _run([corpus], s, embedder)
     assert again.ok and [f.status for f in again.files] == ["unchanged", "unchanged"], again.summary()
+
+
+def test_a_sidecar_named_without_its_documents_extension_is_reported(corpus, tmp_path, embedder, settings_factory):
+    (corpus / "a.meta.yaml").write_text("title: Quy định A\n", encoding="utf-8")  # should be a.md.meta.yaml
+    (corpus / "b.md.meta.yaml").write_text("title: Quy định B\n", encoding="utf-8")
+    report = _run([corpus], settings_factory(tmp_path / "idx"), embedder)
+    skipped = {f.source: f.reason for f in report.files if f.status == "skipped"}
+    assert report.ok and list(skipped) == [str(corpus / "a.meta.yaml")], skipped
+    assert "named after its document's whole file name" in skipped[str(corpus / "a.meta.yaml")]

@@ -149,8 +149,13 @@ def _walk(root: Path, skipped: list[tuple[Path, str]], failed: list[tuple[Path, 
                 failed.append((path, BAD_NAME, "bad_file_name"))
             elif path.suffix.lower() in SUPPORTED:
                 found.append((path.resolve(), (rel / name).as_posix()))
-            elif name.endswith(".meta.yaml") or name == "corpus.yaml":
+            elif name == "corpus.yaml":
                 continue  # document metadata (rag.metadata), read with the documents it describes
+            elif name.endswith(".meta.yaml"):
+                if not (folder / name[: -len(".meta.yaml")]).is_file():  # "Quy chế.meta.yaml" for "Quy chế.pdf"
+                    skipped.append((path, f"metadata for {name[: -len('.meta.yaml')]}, which is not in this folder: "
+                                          "a sidecar is named after its document's whole file name "
+                                          "(Quy_che.pdf.meta.yaml)"))
             else:
                 skipped.append((path, unsupported_reason(path)))
 
