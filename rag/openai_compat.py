@@ -275,6 +275,7 @@ class ChatFormatter:
             "created": self.created,
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **({"usage": None} if self.include_usage else {}),  # as OpenAI: null on every chunk but the last
             **extra,
         }
 

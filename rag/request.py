@@ -178,7 +178,12 @@ def parse_json(name: str, text: str | bytes, *, expected: str) -> Any:
     except RecursionError:
         raise InputError(f"{name} is nested too deeply to be read: send {expected}.") from None
     except ValueError as e:
-        where = f"{e.msg} at position {e.pos}" if isinstance(e, json.JSONDecodeError) else "undecodable text"
+        if isinstance(e, json.JSONDecodeError):
+            where = f"{e.msg} at position {e.pos}"
+        elif "digits" in str(e):  # Python reads integers of at most 4300 digits (sys.int_info)
+            where = "a number with more digits than can be read"
+        else:
+            where = "undecodable text"
         raise InputError(f"{name} is not valid JSON ({where}): send {expected}.") from None
 
 

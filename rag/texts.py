@@ -112,6 +112,7 @@ PANEL_FILE = "Tệp: {}"
 PANEL_PAGE = "Trang: {}"
 PANEL_SCORE = "Điểm truy xuất: {:.4f}"
 PANEL_ERROR = "Không trả lời được."
+INPUT_ERROR = "Câu hỏi hoặc thiết lập chưa hợp lệ, hãy sửa rồi gửi lại"  # then the English reason
 FOOTER_TIMINGS = {  # by Answer.timings key
     "retrieve_ms": "truy xuất {:.0f} ms",
     "first_token_ms": "token đầu {:.0f} ms",

@@ -79,6 +79,7 @@ def test_streaming_gives_the_same_answer_piece_by_piece(llm):
     assert text == whole  # greedy: the same answer, sources block included
     assert sum(1 for ch in chunks if ch.choices and ch.choices[0].delta.content) >= 3  # streamed, not one blob
     assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
+    assert all("usage" in ch.model_fields_set and ch.usage is None for ch in chunks[:-1])  # null, as OpenAI's
     finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
     assert finish in (["stop"], ["length"])
 
@@ -126,6 +127,8 @@ def test_errors_have_openais_shape_and_status(extractive):
     assert "'max_tokens'=0 is out of range" in assert_openai_error(r, 400, "invalid_input", "max_tokens")
     r = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert "not valid JSON" in assert_openai_error(r, 400, "invalid_input")
+    r = httpx.post(f"{url}/v1/chat/completions", content=b'{"n": ' + b"9" * 5000 + b"}")
+    assert "a number with more digits than can be read" in assert_openai_error(r, 400, "invalid_input")
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": []})
     assert_openai_error(r, 400, "invalid_input", "messages")
     # a message's problem names it by its place in the client's 'messages', system messages counted

@@ -126,6 +126,8 @@ def test_slider_limits_are_the_request_type_limits(settings_factory, max_top_k, 
 def test_bad_input_is_told_in_the_chat_not_raised(app):
     messages, state, sources, _ = ask(app, "x" * 2001)[-1]
     assert messages[-1]["content"].startswith("⚠️") and "limit is 2000" in messages[-1]["content"]
+    assert "Câu hỏi hoặc thiết lập chưa hợp lệ" in messages[-1]["content"]  # Vietnamese first, for a student
+    assert "the question is 2001 characters" in messages[-1]["content"]  # not the internal field name
     assert "rag-error" in sources and state["history"] == []
     messages, _, _, _ = ask(app, "Học bổng?", None, top_k=999)[-1]
     assert "'top_k'=999 is out of range: allowed 1 to 20" in messages[-1]["content"]

@@ -332,6 +332,9 @@ class ChatApp:
 
 def user_message(err: BaseException) -> str:
     """Plain words for any failure (``rag.errors``' policy); unexpected ones are logged here, shown without internals."""
+    if isinstance(err, InputError) and err.code == "invalid_input":  # the student's own question or setting
+        reason = redact(str(err)).replace("'question'", "the question")
+        return f"{t.INPUT_ERROR}. / {reason}"
     if isinstance(err, RagError):  # said by this program, or by a remote backend in plain words
         return redact(str(err))
     log.exception("the chat failed to answer", exc_info=err)
