@@ -237,6 +237,9 @@ def read_sidecar(path: Path, root: Path | None = None) -> tuple[dict[str, Any], 
             docs = data.get("documents") if isinstance(data, dict) else None
             if not isinstance(docs, dict):
                 raise InputError(f"{side}: expected a mapping 'documents:' of file name → metadata.")
+            other = sorted(str(k)[:40] for k in data if k != "documents")
+            if other:
+                raise InputError(f"{side}: unknown key(s) {', '.join(other)}; the file holds 'documents:' only.")
             nfc = {unicodedata.normalize("NFC", str(k)): v for k, v in docs.items()}  # names typed on macOS are NFD
             rel = unicodedata.normalize("NFC", path.resolve().relative_to(side.parent.resolve()).as_posix())
             entry = nfc.get(rel, nfc.get(unicodedata.normalize("NFC", path.name)))
@@ -255,7 +258,15 @@ def _loader():
     import yaml
 
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:  # a key written twice: YAML keeps the last without a word
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {str(key)[:60]!r} is written twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
 
     Loader.yaml_implicit_resolvers = {
         k: [(tag, rx) for tag, rx in v if tag in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp")]

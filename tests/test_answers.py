@@ -147,7 +147,8 @@ _BOMB = "date: [" + ", ".join(["&l0 [x,x,x,x,x,x,x,x,x,x]"] + [f"&l{i} [" + ",".
     (_BOMB, "'date' must be text or a date"),  # 300 bytes of aliases: a 58 MB string once written out
     ("date: {a: 1}\n", "'date' must be text or a date"), ('title: ""\n', "'title' is empty"),
     ('title: "Quy chế\\x1b]0;x\\x07"\n', "contains a control character"), ("issuer: " + "Đ" * 400 + "\n", "at most 300"),
-    ('!!python/object/apply:os.system ["true"]\n', "not valid YAML")])
+    ('!!python/object/apply:os.system ["true"]\n', "not valid YAML"),
+    ("title: A\ntitle: B\n", "the key 'title' is written twice")])
 def test_bad_sidecar_says_what_is_wrong(tmp_path, text, why):
     pdf = tmp_path / "a.pdf"
     pdf.write_bytes(b"%PDF")
@@ -475,3 +476,11 @@ def test_corpus_entries_match_decomposed_names_and_only_a_documents_own_entry_re
     corpus.write_text(f"# edited\ndocuments:\n  {nfd}: {{title: Tên}}\n  b.pdf: {{title: B2}}\n", encoding="utf-8")
     assert read_sidecar(a, tmp_path)[1] == digest  # b's entry changed, not a's: a is not read again
     assert read_sidecar(b, tmp_path)[0] == {"title": "B2"}
+
+
+def test_corpus_file_holds_documents_only(tmp_path):
+    pdf = tmp_path / "a.pdf"
+    pdf.write_bytes(b"%PDF")
+    (tmp_path / "corpus.yaml").write_text("document:\n  a.pdf: {title: A}\ndocuments: {}\n", encoding="utf-8")
+    with pytest.raises(InputError, match="unknown key.s. document; the file holds 'documents:' only"):
+        read_sidecar(pdf, tmp_path)
