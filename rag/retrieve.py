@@ -52,6 +52,17 @@ _EDGE_SYLLABLES = frozenset("nào gì vậy ai mấy sao không nhỉ ạ nhé t
 # A cohort ("K68") qualifies who asks, as a year does (rag.scope), and names no topic.
 _HOW = frozenset(("thế_nào", "sao", "cách_nào", "như_thế_nào"))
 _COHORT = re.compile(r"^k\d{2}$")
+# Abbreviations students type that regulations mostly write out ("GPA bao nhiêu thì được bằng giỏi?" over a text
+# that says "điểm trung bình"). Three letters or more match in any case ("ktx"); two-letter ones only in capitals
+# ("SV", not "sv"). An abbreviation the index itself uses is kept beside its long form; one it never uses is replaced.
+ABBREVIATIONS = {
+    "GPA": "điểm trung bình", "CPA": "điểm trung bình tích lũy", "ĐTB": "điểm trung bình", "KTX": "ký túc xá",
+    "BHYT": "bảo hiểm y tế", "BHXH": "bảo hiểm xã hội", "CTĐT": "chương trình đào tạo", "ĐATN": "đồ án tốt nghiệp",
+    "KLTN": "khóa luận tốt nghiệp", "ĐKHP": "đăng ký học phần", "THPT": "trung học phổ thông",
+    "NCS": "nghiên cứu sinh", "SV": "sinh viên", "GV": "giảng viên", "HP": "học phần", "TC": "tín chỉ",
+    "HK": "học kỳ",
+}
+_ABBR = re.compile(r"(?<![^\W_])(" + "|".join(sorted(ABBREVIATIONS, key=len, reverse=True)) + r")(?![^\W_])", re.I)
 
 
 def content_words(tokens: list[str]) -> list[str]:
@@ -135,7 +146,7 @@ class Retriever:
         top_k = top_k or self.settings.top_k
         t0 = time.perf_counter()
         q = normalise_text(question).strip()
-        text = normalise_text(query).strip() if query else q
+        text = self.expand(normalise_text(query).strip() if query else q)
         n = len(self.index)
         if n == 0:
             return Retrieval(q, [], 0.0, True, {"retrieve_ms": 0.0}, query=text, reason="no_match",
@@ -177,6 +188,18 @@ class Retriever:
                         features=features)
         self.decide(out, q)
         return out
+
+    def expand(self, text: str) -> str:
+        """``text`` with the abbreviations of ``ABBREVIATIONS`` written out: "GPA bao nhiêu" → "điểm trung bình bao
+        nhiêu" over documents that never write "GPA", "GPA (điểm trung bình) bao nhiêu" over documents that do."""
+        def write_out(m: re.Match) -> str:
+            abbr = m.group(1)
+            if len(abbr) < 3 and not abbr.isupper():
+                return abbr
+            long = ABBREVIATIONS[abbr.upper()]
+            return f"{abbr} ({long})" if self._known(abbr.lower()) else long
+
+        return _ABBR.sub(write_out, text)
 
     def decide(self, out: Retrieval, question: str) -> None:
         """Answer or refuse, and why: no searchable word; a question the documents cannot be about (rag.scope:

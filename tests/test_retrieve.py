@@ -82,3 +82,34 @@ def test_bad_questions_are_rejected(demo_pipeline, bad):
 
     with pytest.raises(InputError):
         demo_pipeline.search(bad)
+
+
+def test_abbreviations_students_type_are_written_out(demo_pipeline):
+    """"GPA", "KTX": the demo regulations write "điểm trung bình", "ký túc xá" and never the abbreviation, so the
+    question is searched with the long form (the query shows it) and answered from the Điều that states it."""
+    gpa = demo_pipeline.search("Em cần GPA bao nhiêu để tốt nghiệp loại giỏi?")
+    assert "điểm trung bình" in gpa.query and "GPA" not in gpa.query
+    assert not gpa.refused and gpa.hits[0].chunk.article == "22"  # Điều 22. Xếp loại tốt nghiệp
+    ktx = demo_pipeline.search("ở ktx có được nấu ăn không?")  # three letters: any case
+    assert "ký túc xá" in ktx.query and not ktx.refused and "ký túc xá" in ktx.hits[0].chunk.article_title.lower()
+
+
+def test_an_abbreviation_is_kept_where_the_index_uses_it_and_short_ones_need_capitals(demo_pipeline, tmp_path,
+                                                                                     embedder, settings_factory):
+    from rag.ingest import ingest
+    from rag.pipeline import Pipeline
+
+    r = demo_pipeline.retriever
+    assert r.expand("SV được nghỉ mấy buổi?") == "sinh viên được nghỉ mấy buổi?"
+    assert r.expand("sv được nghỉ mấy buổi?") == "sv được nghỉ mấy buổi?"  # two letters in lower case: a word
+    assert r.expand("GPAX và TCX") == "GPAX và TCX"  # only whole words
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "quy-che.md").write_text(
+        "# Quy chế đào tạo\n\nĐiều 1. Xếp loại học lực\n\n1. Điểm trung bình tích lũy (CPA) từ 3,6 là loại xuất sắc.\n\n"
+        "Điều 2. Học phí\n\n1. Học phí tính theo số tín chỉ đăng ký.\n", encoding="utf-8")
+    report = ingest([tmp_path / "docs"], settings_factory(tmp_path / "index"), embedder=embedder, progress=False)
+    assert report.ok, report.summary()
+    pipe = Pipeline.from_settings(settings_factory(tmp_path / "index"), embedder=embedder)
+    res = pipe.search("cpa bao nhiêu thì xuất sắc?")
+    assert res.query.startswith("cpa (điểm trung bình tích lũy) bao nhiêu")  # the index uses "CPA": kept
+    assert not res.refused and res.hits[0].chunk.article == "1"
