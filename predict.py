@@ -84,12 +84,12 @@ class Runner(BaseRunner):
         temperature: float = Input(description="Sampling temperature; 0 = greedy (deterministic).", default=0.0, ge=0.0, le=2.0),
         top_p: float = Input(description="Nucleus sampling: the probability mass kept; 1 = off, 0 = the most likely token only.", default=1.0, ge=0.0, le=1.0),
         top_k: int = Input(description="Sampling: keep only the k most likely tokens; 0 = off.", default=0, ge=0, le=1000),
-        stop_sequences: str = Input(description="Up to 4 stop sequences, comma-separated (or a JSON array).", default=""),
+        stop_sequences: str = Input(description="Up to 4 stop sequences of at most 100 characters, comma-separated (or a JSON array).", default="", max_length=2500),
         seed: Optional[int] = Input(description="Sampling seed; empty = random.", default=None, ge=0, le=4294967295),
         num_passages: Optional[int] = Input(description="Passages retrieved from the regulations; empty = the deployment's RAG_TOP_K.", default=None, ge=1, le=20),
         history: str = Input(description='Earlier turns as a JSON array of {"role": "user" or "assistant", "content": "..."}: at most 20 turns of 8000 characters.', default="", max_length=700000),
         output_format: str = Input(description="text: the answer, then its sources; json: one JSON document with structured citations.", default="text", choices=["text", "json"]),
-        lora_weights: Optional[str] = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) trained on this model's base, for this request; downloaded once and cached. Needs an LLM.", default=None),
+        lora_weights: Optional[str] = Input(description="URL of a LoRA adapter tarball (.tar.gz with adapter_config.json) trained on this model's base, for this request; downloaded once and cached. Needs an LLM.", default=None, max_length=4096),
         hf_token: Optional[Secret] = Input(description="Bearer token for a private lora_weights URL.", default=None),
     ) -> ConcatenateIterator[str]:
         from rag.streaming import stream_in_thread

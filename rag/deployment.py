@@ -60,8 +60,8 @@ class RequestAdapters:
         self.cache = WeightsCache.from_settings(pipeline.settings)
 
     def get(self, url: object, *, token: str | None = None) -> str:
-        """The adapter directory for ``url``; ConfigError without an LLM or with RAG_MAX_ADAPTERS=0,
-        InputError for anything but an http(s) URL, a download error that names no server path."""
+        """The adapter directory for ``url``; InputError without an LLM, with RAG_MAX_ADAPTERS=0
+        or for anything but an http(s) URL; a download error that names no server path."""
         from .weights import request_adapter
 
         return request_adapter(url, has_llm=self.pipeline.generator is not None, cache=self.cache,

@@ -113,8 +113,9 @@ INPUT_NAMES = {
 
 
 def from_inputs(inputs: Mapping[str, Any], settings: Settings | None = None,
-                names: Mapping[str, str] = INPUT_NAMES) -> AskRequest:
-    """An ``AskRequest`` from inputs named by a platform (``names``: input name → field).
+                names: Mapping[str, str] = INPUT_NAMES, also: tuple[str, ...] = ()) -> AskRequest:
+    """An ``AskRequest`` from inputs named by a platform (``names``: input name → field; ``also``: the inputs the
+    wrapper itself took out before, named in the message about unknown ones).
 
     Wrappers only map names; the values are validated by ``AskRequest`` as everywhere else, and
     its messages are given back in the caller's names ("'max_tokens'=9999 is out of range…").
@@ -123,7 +124,7 @@ def from_inputs(inputs: Mapping[str, Any], settings: Settings | None = None,
         raise InputError(f"the input must be a JSON object, got {type(inputs).__name__}.")
     unknown = sorted(set(inputs) - set(names))
     if unknown:
-        raise InputError(f"unknown input(s): {', '.join(unknown)}. Allowed: {', '.join(names)}.")
+        raise InputError(f"unknown input(s): {', '.join(unknown)}. Allowed: {', '.join([*names, *also])}.")
     try:
         return AskRequest.from_dict({names[k]: v for k, v in inputs.items()}, settings)
     except InputError as e:

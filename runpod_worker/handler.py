@@ -111,7 +111,7 @@ def parse_job(job: Any, settings: Settings):
         raise InputError("the job must be a JSON object with an 'input' object.")
     data = job.get("input")
     if data is None:
-        raise InputError("missing 'input': send {\"input\": {\"question\": \"...\"}}.")
+        raise InputError("missing 'input': send {\"input\": {\"prompt\": \"...\"}}.")
     if not isinstance(data, Mapping):
         raise InputError(f"'input' must be a JSON object, got {type(data).__name__}.")
     if any(k in data for k in OPENAI_KEYS):
@@ -140,7 +140,7 @@ def parse_job(job: Any, settings: Settings):
             raise InputError(f"unknown field(s): {', '.join(unknown)}. Allowed: {', '.join(AskRequest.fields_())}, "
                              "stream, lora_weights (or the new names: prompt, max_tokens, num_passages, …).")
         return "ask", NativeJob(AskRequest.from_dict(fields, settings), stream, lora, [LEGACY_NOTE])
-    return "ask", NativeJob(from_inputs(fields, settings), stream, lora)
+    return "ask", NativeJob(from_inputs(fields, settings, also=("stream", "lora_weights")), stream, lora)
 
 
 LEGACY_NOTE = ("deprecated input names: question → prompt, top_k (passages) → num_passages, max_new_tokens → "

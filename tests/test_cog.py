@@ -427,7 +427,7 @@ def test_bad_lora_weights_url_is_rejected(case, server_name, cog_servers, weight
 def test_lora_weights_without_an_llm_is_refused_before_any_download(plain, weights_server):
     url = weights_server.url("lora-b.tar.gz")
     where, message = _rejection(plain.predict({"prompt": QUESTION, "lora_weights": url}))
-    assert where == "runner" and message.startswith("bad_config: lora_weights needs an LLM"), message
+    assert where == "runner" and message.startswith("invalid_input: lora_weights needs an LLM"), message
     assert weights_server.hits.get("/lora-b.tar.gz") is None
 
 

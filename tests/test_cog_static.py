@@ -122,6 +122,14 @@ def test_bounds_and_defaults_are_the_validators():
                 ok(name, "x" * (f.max_length + 1))
             checked += 1
     assert checked >= 12
+    # stop_sequences: 4 sequences of MAX_STOP_CHARS, written as a JSON array with every character escaped (\uXXXX),
+    # fits; the bound keeps a 10 MB value from reaching the parser
+    from rag.request import MAX_STOP_CHARS, MAX_STOPS, from_text_inputs
+
+    longest = "[" + ",".join(['"' + "\\u1ec7" * MAX_STOP_CHARS + '"'] * MAX_STOPS) + "]"
+    assert len(longest) <= fields["stop_sequences"].max_length <= 2 * len(longest)
+    assert len(from_text_inputs({"prompt": "Điều kiện tốt nghiệp?", "stop_sequences": longest}, settings).stop) == 4
+    assert fields["lora_weights"].max_length == 4096  # a signed URL fits; a 10 MB string does not reach the runner
     default = AskRequest.from_dict({"question": "q"}, settings)
     assert fields["max_tokens"].default == default.max_new_tokens
     assert fields["temperature"].default == default.temperature

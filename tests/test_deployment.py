@@ -26,7 +26,7 @@ def test_weights_without_an_llm_fail_before_anything_loads(demo_index_dir, setti
 
 def test_request_adapters_are_refused_before_any_download(demo_pipeline):
     adapters = RequestAdapters(demo_pipeline)
-    with pytest.raises(ConfigError, match="lora_weights needs an LLM"):
+    with pytest.raises(InputError, match="lora_weights needs an LLM"):  # the client's input, not a server fault
         adapters.get("https://example.org/lora.tar.gz")
 
     class WithLLM:  # the same deployment as if it had a model: a local path is not a URL

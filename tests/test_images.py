@@ -123,7 +123,8 @@ for name in json.loads(os.environ["REPOS"])[repo]:
 
 def test_baked_list_names_only_what_the_loader_can_load_offline(tmp_path):
     """The baking step, run by sh with a fake `hf`: a repository whose weights are pickle only (.bin,
-    not downloaded) is not listed as baked, so the worker does not go offline without its weights."""
+    not downloaded) is not listed as baked, so the worker does not go offline without its weights; a pickle-only
+    embedder stops the build with a message (the index is built in the image, offline, with it)."""
     # as written (the shell, not Docker, expands a RUN's variables; the build arguments are its environment)
     (run,) = [a for w, a in parse(RUNPOD_DOCKERFILE.read_text(encoding="utf-8")) if w == "RUN" and "baked.txt" in a]
     script = re.sub(r"^(--mount=\S+\s+)+", "", run).replace("/opt/hf", str(tmp_path / "hf"))
@@ -134,29 +135,34 @@ def test_baked_list_names_only_what_the_loader_can_load_offline(tmp_path):
     (bin_dir / "hf").chmod(0o755)
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
     (bin_dir / "python").chmod(0o755)
-    repos = {"org/llm-safetensors": ["config.json", "model-00001-of-00002.safetensors",
-                                     "model.safetensors.index.json", "pytorch_model.bin"],
+    repos = {"org/llm-bin-only": ["config.json", "pytorch_model.bin", "original/consolidated.pth"],
              "org/adapter": ["adapter_config.json", "adapter_model.safetensors"],
-             "org/embedder-bin-only": ["config.json", "modules.json", "pytorch_model.bin", "original/consolidated.pth"]}
+             "org/embedder": ["config.json", "modules.json", "model.safetensors", "pytorch_model.bin"],
+             "org/embedder-bin-only": ["config.json", "modules.json", "pytorch_model.bin"]}
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PYTHONPATH": str(REPO), "REPOS": json.dumps(repos),
-           "MODEL_ID": "org/llm-safetensors", "ADAPTER_ID": "org/adapter", "EMBED_MODEL": "org/embedder-bin-only"}
+           "MODEL_ID": "org/llm-bin-only", "ADAPTER_ID": "org/adapter", "EMBED_MODEL": "org/embedder"}
     out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     baked = (tmp_path / "hf" / "baked.txt").read_text(encoding="utf-8").split()
-    assert baked == ["org/llm-safetensors", "org/adapter"]
-    assert "org/embedder-bin-only has no safetensors weights" in out.stderr
+    assert baked == ["org/adapter", "org/embedder"]
+    assert "org/llm-bin-only has no safetensors weights" in out.stderr
     # the pickle files stayed out of the image
     assert not [p for p in (tmp_path / "hf").rglob("*") if p.suffix in (".bin", ".pt", ".pth")]
 
-    # and the worker reads that list: the pickle-only embedder is downloaded, so it does not go offline
+    # and the worker reads that list: the pickle-only LLM is downloaded, so it does not go offline
     from runpod_worker.handler import choose_hf_cache
 
-    worker_env = {"RAG_LLM": "org/llm-safetensors", "RAG_ADAPTER": "org/adapter", "RAG_EMBED_MODEL": "org/embedder-bin-only"}
+    worker_env = {"RAG_LLM": "org/llm-bin-only", "RAG_ADAPTER": "org/adapter", "RAG_EMBED_MODEL": "org/embedder"}
     choose_hf_cache(worker_env, baked=str(tmp_path / "hf"), volume=str(tmp_path / "no-volume"))
     assert worker_env["HF_HOME"] == str(tmp_path / "hf") and "HF_HUB_OFFLINE" not in worker_env
-    worker_env = {"RAG_LLM": "org/llm-safetensors", "RAG_ADAPTER": "org/adapter"}
+    worker_env = {"RAG_EMBED_MODEL": "org/embedder"}  # all it names is baked
     choose_hf_cache(worker_env, baked=str(tmp_path / "hf"), volume=str(tmp_path / "no-volume"))
     assert worker_env["HF_HUB_OFFLINE"] == "1"
+
+    # an embedder without safetensors could not build the index offline: the build stops and says why
+    stopped = subprocess.run(["sh", "-c", script], env={**env, "EMBED_MODEL": "org/embedder-bin-only"},
+                             capture_output=True, text=True, timeout=120)
+    assert stopped.returncode != 0 and "EMBED_MODEL=org/embedder-bin-only has no safetensors weights" in stopped.stderr
 
 
 def test_dockerignore_rules_are_dockers():
@@ -294,6 +300,10 @@ def test_hub_files_follow_the_hub_reference_and_use_real_inputs(tmp_path):
     form = {e["key"]: e["input"].get("default", "") for e in config["env"]}
     assert form["RAG_INDEX_DIR"] == image_env["RAG_INDEX_DIR"]
     assert form["RAG_EMBED_MODEL"] == image_env["RAG_EMBED_MODEL"]  # the embedder the index was built with
+    # every other default the form sends is the code's default: a Hub endpoint answers as every other deployment
+    for key, value in form.items():
+        if key.startswith("RAG_") and key not in ("RAG_INDEX_DIR", "RAG_EMBED_MODEL") and value != "":
+            assert Settings.from_env({key: str(value)}) == Settings.from_env({}), (key, value)
     tests = json.loads((REPO / ".runpod" / "tests.json").read_text(encoding="utf-8"))
     assert tests["tests"] and tests["config"]["gpuCount"] >= 1
     for case in tests["tests"] + [json.loads((REPO / "runpod_worker" / "test_input.json").read_text())]:

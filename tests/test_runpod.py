@@ -177,11 +177,12 @@ def test_history_and_system_prompt_reach_the_model(paced):
 
 # ------------------------------------------------------------------------------ bad input, one shape
 BAD_NATIVE = [
-    (..., "missing 'input'"),
+    (..., "missing 'input': send {\"input\": {\"prompt\""),
     (None, "missing 'input'"),
     ([{"prompt": "x"}], "'input' must be a JSON object, got list"),
     ("Điều kiện tốt nghiệp?", "'input' must be a JSON object, got str"),
-    ({"prompt": GRADUATION, "colour": "red"}, "unknown input(s): colour"),
+    ({"prompt": GRADUATION, "colour": "red"}, "unknown input(s): colour. Allowed: prompt, "),
+    ({"prompt": GRADUATION, "colour": "red"}, "history, stream, lora_weights."),  # what the worker takes itself
     ({"prompt": GRADUATION, "max_new_tokens": 5}, "unknown input(s): max_new_tokens"),  # old names: with 'question'
     ({"num_passages": 3}, "missing field 'prompt'"),
     ({"prompt": ""}, "'prompt' is empty"),
@@ -398,7 +399,7 @@ def test_lora_weights_per_job_is_downloaded_once_and_used_for_that_job(llm_worke
         assert back["answer"] == base["answer"]  # nothing left switched on
         assert files.hits == {"/lora.tar.gz": 1}
         (out,) = run(worker, {**job, "lora_weights": url})  # no LLM: refused before any download
-        assert "lora_weights needs an LLM" in assert_error_shape(out, "bad_config")
+        assert "lora_weights needs an LLM" in assert_error_shape(out, "invalid_input")
         assert files.hits == {"/lora.tar.gz": 1}
         (out,) = run(worker, {**job, "lora_weights": ""})  # empty is no adapter, as Cog reads it
         assert "error" not in out and out["answer"]

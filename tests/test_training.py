@@ -548,11 +548,21 @@ def test_replicate_train_refuses_a_base_other_than_rag_llm(tmp_path, monkeypatch
         train(train_data=dataset_file, base_model="vinai/PhoGPT-4B-Chat")
 
 
+def test_replicate_train_refuses_before_training_when_the_image_serves_no_llm(monkeypatch, no_model_loads,
+                                                                           dataset_file):
+    """A trained version serves with the same cog.yaml: without RAG_LLM its setup would fail after a paid training."""
+    from training.replicate_train import TrainingFailed, train
+
+    monkeypatch.delenv("RAG_LLM", raising=False)
+    with pytest.raises(TrainingFailed, match=r"^\[bad_config\] RAG_LLM is not set .*RAG_LLM: vinai/PhoGPT-4B-Chat"):
+        train(train_data=dataset_file, base_model="vinai/PhoGPT-4B-Chat")
+
+
 def test_replicate_train_error_shows_the_caller_no_server_path(tmp_path, monkeypatch, no_model_loads):
     """Replicate shows a training's error to whoever called it: the reason and the line, not where the file lay."""
     from training.replicate_train import TrainingFailed, train
 
-    monkeypatch.delenv("RAG_LLM", raising=False)
+    monkeypatch.setenv("RAG_LLM", "vinai/PhoGPT-4B-Chat")
     bad = tmp_path / "uploads" / "train.jsonl"
     bad.parent.mkdir()
     bad.write_text('{"instruction": "Học phí?", "output": "Theo Điều 9."}\n{not json\n', encoding="utf-8")

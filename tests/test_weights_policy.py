@@ -134,9 +134,9 @@ def cache(tmp_path, **kw) -> WeightsCache:
 # ------------------------------------------------------------------------------- (a) check first
 def test_a_deployment_that_cannot_use_an_adapter_makes_no_request(server, tmp_path):
     url = server.url("/ok.tar")
-    with pytest.raises(ConfigError, match="lora_weights needs an LLM"):
+    with pytest.raises(InputError, match="lora_weights needs an LLM"):
         request_adapter(url, has_llm=False, cache=cache(tmp_path))
-    with pytest.raises(ConfigError, match="RAG_MAX_ADAPTERS=0"):
+    with pytest.raises(InputError, match="RAG_MAX_ADAPTERS=0"):
         request_adapter(url, has_llm=True, cache=cache(tmp_path), max_adapters=0)
     with pytest.raises(InputError, match="must be an http"):
         request_adapter("file:///etc/passwd", has_llm=True, cache=cache(tmp_path))
@@ -157,7 +157,7 @@ def test_the_runpod_worker_refuses_before_downloading(server, demo_pipeline):
                                                                   "lora_weights": server.url("/ok.tar")}})]
 
     (out,) = asyncio.run(go())
-    assert out["error"].startswith("bad_config: lora_weights needs an LLM"), out
+    assert out["error"].startswith("invalid_input: lora_weights needs an LLM"), out
     assert server.requests == 0
 
 

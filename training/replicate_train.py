@@ -6,8 +6,8 @@ A training takes a JSONL dataset, the base model and hyperparameters, runs
 version; the Cog runner receives its URL as ``setup(weights)`` / ``COG_WEIGHTS`` and
 loads it with ``rag.weights.resolve_adapter`` on top of ``RAG_LLM``. So the base model of
 a training must be the image's ``RAG_LLM`` (set it in cog.yaml's ``environment`` before
-``cog push``); a different one is refused, since the new version would load the adapter
-onto the wrong base.
+``cog push``); a different one, or none (``RAG_LLM`` unset), is refused before training,
+since the new version would load the adapter onto the wrong base or fail at setup.
 
 Locally: ``cog train -i train_data=@data.jsonl -i num_train_epochs=2``; through the API:
 ``replicate.trainings.create(version="owner/model:VERSION", input={"train_data": "https://…"},
@@ -67,7 +67,7 @@ def _plain(value: Any) -> Any:
 
 def train(  # each Input(...) is one literal call, as `cog build` reads it statically (see predict.py)
     train_data: Path = Input(description="JSONL dataset: Alpaca {instruction, input, output}, chat {messages} or QA {question, answer} rows (see docs/fine-tuning.md)"),
-    base_model: Optional[str] = Input(description="Base model (Hugging Face id). Default: this model's RAG_LLM, which is also the base the trained version serves with", default=None),
+    base_model: Optional[str] = Input(description="Base model (Hugging Face id); must be this model's RAG_LLM (set in cog.yaml), the base the trained version serves with. Default: RAG_LLM", default=None),
     index: Optional[Path] = Input(description="Index tarball (rag ingest, packed with tar czf) for QA rows without context; default: RAG_INDEX_DIR of this model", default=None),
     num_train_epochs: float = Input(description="Epochs", default=3.0, ge=0.1, le=20.0),
     max_steps: int = Input(description="Stop after this many optimizer steps (-1: epochs decide)", default=-1, ge=-1),
@@ -103,10 +103,11 @@ def run_training(p: dict, settings=None) -> TrainingOutput:
             settings = settings.with_(hf_token=token)
         served = settings.llm
         base = p["base_model"] or served
-        if not base:
-            raise ConfigError("no base model: give base_model, or set RAG_LLM in cog.yaml's environment "
-                              "(the base the trained version will serve with).")
-        if served and base != served:
+        if not served:  # the trained version serves with this same cog.yaml: without RAG_LLM it could not start
+            raise ConfigError("RAG_LLM is not set in cog.yaml's environment: the trained version loads its adapter "
+                              f"on RAG_LLM and would fail at setup. Set RAG_LLM: {base or '<base model id>'} in "
+                              "cog.yaml, `cog push` again, then train that version.")
+        if base != served:
             raise ConfigError(f"base_model={base!r} but this model serves RAG_LLM={served!r}: the trained version "
                               "would load the adapter onto the wrong base. Train on RAG_LLM, or push a model whose "
                               "RAG_LLM is your base.", code="adapter_mismatch")

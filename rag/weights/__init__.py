@@ -88,11 +88,13 @@ def request_adapter(url: object, *, has_llm: bool, cache: WeightsCache, token: s
     """
     from ..errors import InputError
 
+    # the client's request asks for what this deployment does not offer: an input error, not a server fault
     if not has_llm:
-        raise ConfigError("lora_weights needs an LLM, but this deployment answers extractively: set RAG_LLM.")
+        raise InputError("lora_weights needs an LLM, but this deployment answers extractively: send the request "
+                         "without lora_weights (its owner can set RAG_LLM).")
     if max_adapters == 0:
-        raise ConfigError("per-request adapters are turned off on this deployment (RAG_MAX_ADAPTERS=0): "
-                          "send the request without lora_weights, or set RAG_MAX_ADAPTERS to 1 or more.")
+        raise InputError("per-request adapters are turned off on this deployment (RAG_MAX_ADAPTERS=0): "
+                         "send the request without lora_weights (its owner can set RAG_MAX_ADAPTERS to 1 or more).")
     if not isinstance(url, str) or not is_url(url.strip()):
         raise InputError("'lora_weights' must be an http(s) URL of an adapter tarball (.tar or .tar.gz).")
     return resolve_adapter(url, what="lora_weights", cache=cache, token=token, error=InputError, client=True)
