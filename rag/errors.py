@@ -170,6 +170,15 @@ def redact(text: str, *, client: bool = True, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def redact_lines(text: str, *, client: bool = True, limit: int = 2000, max_lines: int = 40) -> str:
+    """``redact`` line by line, for a message that lists problems one per line (a dataset's ``file:line: …``):
+    each line is redacted and cut at ``limit``; after ``max_lines`` lines, how many more there were."""
+    lines = [redact(line, client=client, limit=limit) for line in str(text).splitlines() if line.strip()]
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], f"… {len(lines) - max_lines} more line(s)"]
+    return "\n".join(lines)
+
+
 def _host_name() -> str:
     import socket
 

@@ -405,11 +405,80 @@ def test_resume_continues_from_the_checkpoint_step(tiny_chat_model, dataset_file
     assert (out / "checkpoints" / "checkpoint-2").is_dir() and not (out / "adapter_config.json").exists()
     with pytest.raises(ConfigError, match="--resume"):  # a restart must say resume or overwrite
         validate_args(args_for(tiny_chat_model, dataset_file, out, **kw))
+    # a checkpoint the run was killed while saving (no trainer_state.json, written last) is passed over
+    (out / "checkpoints" / "checkpoint-3").mkdir()
+    (out / "checkpoints" / "checkpoint-3" / "adapter_config.json").write_text("{}")
+    # a checkpoint continues only the LoRA shape that made it (torch's size mismatch otherwise)
+    with pytest.raises(ConfigError, match=r"--lora-r 8 \(now 4\)") as e:
+        main(args_for(tiny_chat_model, dataset_file, out, resume="last", **{**kw, "lora_r": 4}))
+    assert e.value.code == "resume_mismatch"
     steps = Steps()
     res = main(args_for(tiny_chat_model, dataset_file, out, resume="last", **kw), callbacks=[steps])
     assert steps.steps == [3, 4]
     assert res.card["results"]["resumed_from"] == "checkpoint-2" and res.card["results"]["global_step"] == 4
     assert (out / "adapter_config.json").exists()
+
+
+def test_overwrite_keeps_the_earlier_adapter_until_the_new_one_is_written(trained, tiny_chat_model, dataset_file,
+                                                                          tmp_path, capsys):
+    """--overwrite replaces an adapter only once the new one is written: a bad option found after loading, a crash,
+    a NaN loss give the earlier adapter, card and checkpoints back; Ctrl-C keeps them aside in OUT/previous."""
+    import shutil
+
+    from transformers import TrainerCallback
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt1(TrainerCallback):
+        def __init__(self, exc):
+            self.exc = exc
+
+        def on_step_end(self, args, state, control, **kw):
+            raise self.exc
+
+    out = tmp_path / "adapter"
+    shutil.copytree(trained.output_dir, out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("adapter_model.safetensors") in before and any(p.parts[0] == "checkpoints" for p in before)
+
+    def unchanged():
+        now = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        return {k: v for k, v in now.items() if k in before or k.parts[0] == "previous"} == before
+
+    kw = dict(overwrite=True, max_steps=2, eval_fraction=0.0, gradient_checkpointing=False)
+    with pytest.raises(ConfigError, match="--target-modules nope: no such layer.*q_proj"):
+        main(args_for(tiny_chat_model, dataset_file, out, target_modules="q_proj,nope", **kw))
+    assert unchanged()
+    with pytest.raises(Crash):
+        main(args_for(tiny_chat_model, dataset_file, out, **kw), callbacks=[CrashAt1(Crash())])
+    assert unchanged() and not (out / "previous").exists()
+    with pytest.raises(TrainingError, match="became nan"):
+        main(args_for(tiny_chat_model, dataset_file, out, learning_rate=1e30, **kw))
+    assert unchanged() and not (out / "previous").exists()
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C before the first checkpoint
+        main(args_for(tiny_chat_model, dataset_file, out, **kw), callbacks=[CrashAt1(KeyboardInterrupt())])
+    err = capsys.readouterr().err
+    assert "no checkpoint was saved yet" in err and f"kept in {out / 'previous'}" in err
+    assert (out / "previous" / "adapter_model.safetensors").read_bytes() == before[Path("adapter_model.safetensors")]
+    with pytest.raises(ConfigError, match="previous' holds the adapter an earlier --overwrite run set aside") as e:
+        main(args_for(tiny_chat_model, dataset_file, out, **kw))  # a second --overwrite would set aside nothing
+    assert e.value.code == "output_exists"
+    shutil.rmtree(out / "previous")
+
+    res = main(args_for(tiny_chat_model, dataset_file, out, **kw))
+    assert res.card["results"]["global_step"] == 2 and not (out / "previous").exists()
+    assert (out / "adapter_model.safetensors").read_bytes() != before[Path("adapter_model.safetensors")]
+
+
+def test_interrupted_cli_exits_130_without_a_traceback(capsys):
+    from training import run_cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_cli(interrupted) == 130 and "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -495,6 +564,10 @@ def test_output_dir_with_an_adapter_needs_overwrite(trained, tiny_chat_model, da
         main(args_for(tiny_chat_model, dataset_file, trained.output_dir))
     assert e.value.code == "output_exists"
     validate_args(args_for(tiny_chat_model, dataset_file, trained.output_dir, overwrite=True))  # accepted
+    with pytest.raises(ConfigError, match="--overwrite") as e:  # the dry run is the pre-flight: it says so too
+        main(args_for(tiny_chat_model, dataset_file, trained.output_dir, dry_run=True))
+    with pytest.raises(ConfigError, match="pass --overwrite as well to continue training"):
+        main(args_for(tiny_chat_model, dataset_file, trained.output_dir, resume="last"))
 
 
 @pytest.mark.parametrize("change, code, text", [
@@ -502,6 +575,12 @@ def test_output_dir_with_an_adapter_needs_overwrite(trained, tiny_chat_model, da
     (dict(lora_r=0), "bad_config", "--lora-r must be a positive integer"),
     (dict(lora_r=-4), "bad_config", "got -4"),
     (dict(learning_rate=float("nan")), "bad_config", "--learning-rate"),
+    (dict(optim="bogus"), "bad_config", "--optim 'bogus' is not an optimizer transformers knows"),
+    (dict(lr_scheduler_type="bogus"), "bad_config", "--lr-scheduler-type 'bogus'.*cosine"),
+    (dict(num_train_epochs=float("inf"), max_steps=-1), "bad_config", "--num-train-epochs must be a finite"),
+    (dict(max_grad_norm=float("nan")), "bad_config", "--max-grad-norm"),
+    (dict(max_grad_norm=-1.0), "bad_config", "--max-grad-norm"),
+    (dict(weight_decay=float("nan")), "bad_config", "--weight-decay"),
 ])
 def test_conflicting_or_invalid_options(change, code, text, tiny_chat_model, dataset_file, tmp_path,
                                         no_model_loads):
@@ -516,6 +595,24 @@ def test_4bit_where_bitsandbytes_cannot_load(tiny_chat_model, dataset_file, tmp_
         main(args_for(tiny_chat_model, dataset_file, tmp_path / "o", load_in_4bit=True))
     assert e.value.code == "bitsandbytes_unavailable" and "--no-load-in-4bit" in str(e.value)
     validate_args(args_for(tiny_chat_model, dataset_file, tmp_path / "o"))  # CPU default: no 4-bit, no error
+
+
+def test_output_dir_under_a_file_is_refused_before_loading(tiny_chat_model, dataset_file, tmp_path, no_model_loads):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="afile' is a file"):
+        main(args_for(tiny_chat_model, dataset_file, tmp_path / "afile" / "sub", dry_run=True))
+
+
+def test_cli_lists_every_dataset_problem_one_per_line(tiny_chat_model, tmp_path, capsys, no_model_loads):
+    folder = tmp_path / ("a-rather-long-folder-name-" * 4)  # each line names it: the old 1000-character cut hid most
+    folder.mkdir()
+    data = write_jsonl(folder / "rows.jsonl", [{"question": f"q{i}?"} for i in range(30)])
+    code = train_qlora.cli(["--base-model", str(tiny_chat_model), "--dataset", str(data), "--output-dir",
+                            str(tmp_path / "o"), "--device", "cpu", "--dry-run"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[0].startswith("error [") and "30 problem(s)" in lines[0]
+    assert sum(f"{data}:" in line for line in lines) >= 20 and "more" in lines[-1]
 
 
 def test_cli_prints_the_error_and_exits_2(tmp_path, capsys, no_model_loads):

@@ -14,12 +14,15 @@ from typing import Any, Callable
 
 
 def run_cli(main: Callable[[], Any]) -> int:
-    """Run a script's ``main``: a RagError is printed as ``error [code]: message`` (exit 2), never a traceback."""
-    from rag.errors import RagError, redact
+    """Run a script's ``main``: a RagError is printed as ``error [code]: message`` (exit 2), never a traceback;
+    its lines are kept (a dataset's problems, one per line). Ctrl-C exits 130 with what ``main`` printed about it."""
+    from rag.errors import RagError, redact_lines
 
     try:
         main()
     except RagError as e:
-        print(f"error [{e.code}]: {redact(str(e), client=False)}", file=sys.stderr)
+        print(f"error [{e.code}]: {redact_lines(str(e), client=False)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

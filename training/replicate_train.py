@@ -92,7 +92,7 @@ def train(  # each Input(...) is one literal call, as `cog build` reads it stati
 def run_training(p: dict, settings=None) -> TrainingOutput:
     """``train``'s work, given its inputs as plain values; ``settings`` default: ``Settings.from_env()``."""
     from rag.config import Settings
-    from rag.errors import ConfigError, RagError, redact
+    from rag.errors import ConfigError, RagError, redact_lines
     from training.train_qlora import TrainArgs, main
 
     token = p["hf_token"].get_secret_value() if hasattr(p["hf_token"], "get_secret_value") else p["hf_token"]
@@ -131,7 +131,7 @@ def run_training(p: dict, settings=None) -> TrainingOutput:
         result = main(args, settings=settings)
         tarball = pack_adapter(result.output_dir, work / "lora-adapter.tar.gz")
     except RagError as e:
-        raise TrainingFailed(f"[{e.code}] {redact(str(e))}") from None  # the caller sees no server path
+        raise TrainingFailed(f"[{e.code}] {redact_lines(str(e))}") from None  # the caller sees no server path
     print(f"weights: {tarball} ({tarball.stat().st_size / 1e6:.1f} MB)", flush=True)
     return TrainingOutput(weights=Path(tarball))
 

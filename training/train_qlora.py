@@ -54,6 +54,7 @@ from rag.config import Settings
 from rag.errors import ConfigError, ModelError
 
 CHECKPOINTS = "checkpoints"
+PREVIOUS = "previous"  # where --overwrite sets the earlier adapter aside until the new one is written
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 # TrainArgs fields that SFTConfig takes under the same name.
 SFT_PASSTHROUGH = ("num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -182,6 +183,13 @@ def validate_args(args: TrainArgs) -> tuple[str, str]:
         raise ConfigError(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}.")
     if args.max_length < 64:
         raise ConfigError(f"--max-length {args.max_length} is too small for a prompt with passages; use 1024 or more.")
+    if not math.isfinite(args.num_train_epochs):
+        raise ConfigError(f"--num-train-epochs must be a finite number, got {args.num_train_epochs}.")
+    if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
+        raise ConfigError(f"--max-grad-norm must be 0 (no clipping) or a positive number, got {args.max_grad_norm}.")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        raise ConfigError(f"--weight-decay must be 0 or a positive number, got {args.weight_decay}.")
+    check_names(args)
     device = modeling.resolve_device(args.device, "--device")
     quant = quantization_of(args, device)
     if quant != "none":
@@ -195,9 +203,40 @@ def validate_args(args: TrainArgs) -> tuple[str, str]:
                 "(about 4× the GPU memory for the weights).",
                 code="bitsandbytes_unavailable",
             )
-    if not args.dry_run:
-        check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
+    # a dry run is the pre-flight check: it reports what the real run would refuse, and writes nothing
+    check_output_dir(Path(args.output_dir), overwrite=args.overwrite, resume=args.resume)
     return device, quant
+
+
+def check_names(args: TrainArgs) -> None:
+    """--optim and --lr-scheduler-type are transformers names: checked here, not after the model has loaded."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    optims = [o.value for o in OptimizerNames]
+    if args.optim != "auto" and args.optim not in optims:
+        raise ConfigError(f"--optim {args.optim!r} is not an optimizer transformers knows: use auto, adamw_torch, "
+                          f"paged_adamw_32bit, adafactor … (all: {', '.join(optims)}).")
+    schedulers = [s.value for s in SchedulerType]
+    if args.lr_scheduler_type not in schedulers:
+        raise ConfigError(f"--lr-scheduler-type {args.lr_scheduler_type!r} is not a scheduler transformers knows: "
+                          f"use one of {', '.join(schedulers)}.")
+
+
+def check_targets(targets: Any, model) -> None:
+    """--target-modules must name layers of this model ("q_proj,v_proj" on Llama/Qwen); peft's own error comes
+    as a traceback after loading, without the names it could have used."""
+    if targets == "all-linear":
+        return
+    import torch
+
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+                    - {"lm_head"})
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing or not targets:
+        raise ConfigError(f"--target-modules {', '.join(missing) or '(empty)'}: no such layer in this model. Its "
+                          f"linear layers are {', '.join(linear)}; or use all-linear.")
 
 
 def has_adapter(directory: Path) -> bool:
@@ -205,19 +244,30 @@ def has_adapter(directory: Path) -> bool:
 
 
 def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output-dir {str(out)!r} is a file: name a directory.")
-    if has_adapter(out) and not overwrite:
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--output-dir {str(out)!r}: {str(parent)!r} is a file: name a directory.")
+            break
+    if (out / PREVIOUS).exists() and not resume:
         raise ConfigError(
-            f"--output-dir {str(out)!r} already holds an adapter (adapter_config.json): pass --overwrite to replace "
-            "it, or choose another directory.",
+            f"{str(out / PREVIOUS)!r} holds the adapter an earlier --overwrite run set aside and did not replace (it "
+            "was interrupted): move that folder elsewhere (or delete it once you no longer need that adapter), then "
+            "run again.", code="output_exists")
+    if has_adapter(out) and not overwrite:
+        then = ("pass --overwrite as well to continue training from its last checkpoint and replace the adapter"
+                if resume else "pass --overwrite to replace it (it is kept until the new one is written)")
+        raise ConfigError(
+            f"--output-dir {str(out)!r} already holds an adapter (adapter_config.json): {then}, or choose another "
+            "directory.",
             code="output_exists",
         )
     ckpt_dir = out / CHECKPOINTS
-    has_ckpt = ckpt_dir.is_dir() and any(ckpt_dir.glob("checkpoint-*"))
+    has_ckpt = last_checkpoint(ckpt_dir) is not None
     if resume:
         if resume == "last" and not has_ckpt:
-            raise ConfigError(f"--resume: no checkpoint in {str(ckpt_dir)!r} to continue from.", code="no_checkpoint")
+            raise ConfigError(f"--resume: no complete checkpoint in {str(ckpt_dir)!r} to continue from.",
+                              code="no_checkpoint")
         if resume != "last" and not (Path(resume) / "trainer_state.json").exists():
             raise ConfigError(f"--resume {resume!r} is not a checkpoint directory (no trainer_state.json).",
                               code="no_checkpoint")
@@ -227,6 +277,76 @@ def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
             "to start over.",
             code="output_exists",
         )
+
+
+def last_checkpoint(ckpt_dir: Path, *, say: bool = False) -> Path | None:
+    """The newest complete checkpoint (one with trainer_state.json, which the Trainer writes last); a newer one cut
+    off mid-save (the run was killed) is passed over, and named when ``say``."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True)
+    for p in found:
+        if (p / "trainer_state.json").exists():
+            return p
+        if say:
+            print(f"note: {p} is incomplete (the run stopped while saving it): passed over.", flush=True)
+    return None
+
+
+def check_resume(checkpoint: Path, args: TrainArgs) -> None:
+    """A checkpoint continues only the run that made it: the same base and LoRA shape (a mismatch is otherwise a
+    size-mismatch traceback from torch)."""
+    from rag.adapters import read_json
+
+    cfg = read_json(checkpoint / "adapter_config.json")
+    if not cfg:
+        return
+    targets = args.target_modules if args.target_modules == "all-linear" else sorted(
+        t.strip() for t in args.target_modules.split(",") if t.strip())
+    theirs = cfg.get("target_modules")
+    theirs = sorted(theirs) if isinstance(theirs, list) else theirs
+    wanted = {"--lora-r": (cfg.get("r"), args.lora_r), "--lora-alpha": (cfg.get("lora_alpha"), args.lora_alpha)}
+    if targets != "all-linear" and theirs != "all-linear" and theirs is not None:
+        wanted["--target-modules"] = (",".join(theirs), ",".join(targets))
+    base = cfg.get("base_model_name_or_path")
+    if base and base != args.base_model and Path(base).resolve() != Path(args.base_model).resolve():
+        wanted["--base-model"] = (base, args.base_model)
+    differ = [f"{flag} {then} (now {now})" for flag, (then, now) in wanted.items() if then is not None and then != now]
+    if differ:
+        raise ConfigError(f"--resume: {checkpoint} was trained with {'; '.join(differ)}: resume with the same "
+                          "settings, or start over with --overwrite.", code="resume_mismatch")
+
+
+def set_aside(out: Path) -> Path | None:
+    """--overwrite: move the earlier adapter, its card and checkpoints into OUT/previous, so a run that fails
+    gives them back (``restore``) and one that succeeds removes them (nothing trained is lost before then)."""
+    from rag.prompt import PROMPT_META_FILE
+    from training.card import CARD_JSON, CARD_MD
+
+    names = [*ADAPTER_FILES, CARD_JSON, CARD_MD, PROMPT_META_FILE, CHECKPOINTS]
+    present = [n for n in names if (out / n).exists()]
+    if not present:
+        return None
+    prev = out / PREVIOUS
+    prev.mkdir(parents=True)
+    for n in present:
+        (out / n).rename(prev / n)
+    return prev
+
+
+def restore(out: Path, prev: Path | None) -> None:
+    if prev is None:
+        return
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # the failed run's own
+    for p in prev.iterdir():
+        target = out / p.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        p.rename(target)
+    prev.rmdir()
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -310,19 +430,16 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
     import torch
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     dtype = options.dtype
     bf16 = dtype == torch.bfloat16
     ckpt_dir = out / CHECKPOINTS
-    if args.overwrite and not args.resume:
-        for f in ADAPTER_FILES:
-            (out / f).unlink(missing_ok=True)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
     resume_from = None
     if args.resume:
-        resume_from = get_last_checkpoint(str(ckpt_dir)) if args.resume == "last" else args.resume
+        found = last_checkpoint(ckpt_dir, say=True) if args.resume == "last" else Path(args.resume)
+        check_resume(found, args)
+        resume_from = str(found)
 
     model = modeling.load_base(args.base_model, options, "--base-model")
     modeling.check_vocabulary(tokenizer, model, args.base_model)
@@ -331,6 +448,7 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
     targets: Any = args.target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    check_targets(targets, model)
     peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                              target_modules=targets, bias="none", task_type="CAUSAL_LM")
     train_ds, eval_ds = prepared.hf_datasets()
@@ -381,26 +499,41 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
           f"LoRA r={args.lora_r} alpha={args.lora_alpha} on {args.target_modules}: {trainable:,} trainable "
           f"of {total:,} parameters" + (f"; resuming from {resume_from}" if resume_from else ""), flush=True)
 
+    # --overwrite: the earlier adapter is set aside only now, once everything that can be checked was, and comes
+    # back if this run fails; a resumed run keeps its checkpoints in place
+    out.mkdir(parents=True, exist_ok=True)
+    prev = set_aside(out) if args.overwrite and not args.resume else None
     try:
         train_out = trainer.train(resume_from_checkpoint=resume_from)
+        if nan_cb.message:
+            raise TrainingError(nan_cb.message, code="loss_nan")
+        final_eval = trainer.evaluate() if has_eval else {}
+        if has_eval and not math.isfinite(final_eval.get("eval_loss", 0.0)):
+            raise TrainingError(f"the final eval loss is {final_eval['eval_loss']}: no adapter was written. "
+                                "Lower --learning-rate.", code="loss_nan")
+        trainer.save_model(str(out))  # the PEFT adapter only: adapter_config.json + adapter_model.safetensors
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the card records the arguments instead
+        tokenizer.save_pretrained(str(out))
+        card = build_card(args, prepared, trainer, train_out, final_eval, device=device, quant=quant, dtype=dtype,
+                          max_length=max_length, resume_from=resume_from, seconds=time.time() - t0)
+        write_card(out, card)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: run again with --resume to continue from the last checkpoint in {ckpt_dir}.",
-              file=sys.stderr)
+        done = last_checkpoint(ckpt_dir)
+        hint = (f"run the same command with --resume to continue from {done}" if done is not None else
+                f"no checkpoint was saved yet (one every {args.eval_steps} steps, --eval-steps): run again to start "
+                "over")
+        kept = f"; the adapter it was replacing is kept in {prev}" if prev is not None else ""
+        print(f"\ninterrupted: {hint}{kept}.", file=sys.stderr)
         raise
-    if nan_cb.message:
-        raise TrainingError(nan_cb.message, code="loss_nan")
-    final_eval = trainer.evaluate() if has_eval else {}
-    if has_eval and not math.isfinite(final_eval.get("eval_loss", 0.0)):
-        raise TrainingError(f"the final eval loss is {final_eval['eval_loss']}: no adapter was written. "
-                            "Lower --learning-rate.", code="loss_nan")
+    except BaseException:
+        restore(out, prev)  # a failed run gives back what --overwrite set aside
+        raise
 
-    out.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out))  # the PEFT adapter only: adapter_config.json + adapter_model.safetensors
-    (out / "training_args.bin").unlink(missing_ok=True)  # a pickle; the card records the arguments instead
-    tokenizer.save_pretrained(str(out))
-    card = build_card(args, prepared, trainer, train_out, final_eval, device=device, quant=quant, dtype=dtype,
-                      max_length=max_length, resume_from=resume_from, seconds=time.time() - t0)
-    write_card(out, card)
+    if prev is not None:
+        shutil.rmtree(prev)  # replaced: the new adapter is written
+    elif (out / PREVIOUS).exists():  # resumed after an interrupted --overwrite run
+        print(f"note: {out / PREVIOUS} still holds the adapter that run set aside: delete it when you no longer "
+              "need it.", flush=True)
     print(f"adapter written to {out} (train loss {card['results']['train_loss']}, eval loss "
           f"{card['results']['eval_loss']}).\nserve it: RAG_LLM={args.base_model} RAG_ADAPTER={out}", flush=True)
     return TrainResult(output_dir=out, card=card, trainer=trainer, prepared=prepared)
