@@ -552,6 +552,42 @@ def test_rows_missing_fields_are_all_reported(tiny_chat_model, tmp_path, no_mode
     assert f"{data}:5: unknown row shape" in msg and f"{data}:6: expected a JSON object" in msg
 
 
+def test_a_list_row_and_a_row_of_two_shapes_are_named_by_line(tiny_chat_model, tmp_path, no_model_loads):
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('["a", "b"]\n' + json.dumps(ROWS[1], ensure_ascii=False) + "\n" + json.dumps(
+        {**next(r for r in ROWS if "messages" in r), "instruction": "Hỏi?", "input": "Ngữ cảnh bị bỏ qua",
+         "output": "Đáp."}, ensure_ascii=False) + "\n",
+        encoding="utf-8")
+    with pytest.raises(DatasetError) as e:
+        read_dataset([data])
+    msg = str(e.value)
+    assert f"{data}:1: expected a JSON object, got list" in msg and "JSON array" not in msg
+    assert f"{data}:3: the row mixes two shapes: chat (messages) and Alpaca (instruction, output)" in msg
+    array = tmp_path / "array.json"  # a JSON array written over several lines is still told to become JSONL
+    array.write_text(json.dumps(ROWS[:2], ensure_ascii=False, indent=2), encoding="utf-8")
+    with pytest.raises(DatasetError, match="looks like a JSON array"):
+        read_dataset([array])
+
+
+def test_data_report_checks_its_options_and_caps_the_length_as_training_does(tiny_chat_model, dataset_file, tmp_path,
+                                                                            capsys):
+    from training.data import main as data_main
+
+    (tmp_path / "afile").write_text("x")
+    for bad, text in ((["--eval-fraction", "5"], "--eval-fraction must be between 0 and 0.5"),
+                      (["--eval-fraction", "-0.1"], "--eval-fraction must be between 0 and 0.5"),
+                      (["--out", str(tmp_path / "afile")], "afile' is a file")):
+        argv = [str(dataset_file), "--tokenizer", str(tiny_chat_model), "--out", str(tmp_path / "p"), *bad]
+        assert data_main(argv) == 2
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err
+    assert data_main([str(dataset_file), "--tokenizer", str(tiny_chat_model), "--out", str(tmp_path / "p"),
+                      "--max-length", "1000000000"]) == 0
+    limit = json.loads((Path(tiny_chat_model) / "config.json").read_text())["max_position_embeddings"]
+    assert f"using {limit}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "p" / "stats.json").read_text())["max_length"] == limit
+
+
 def test_rows_without_context_need_an_index(tiny_chat_model, tmp_path, no_model_loads):
     data = write_jsonl(tmp_path / "qa.jsonl", [ROWS[1], {"question": "Hỏi?", "answer": "Đáp."}])
     with pytest.raises(DatasetError, match="--index-dir") as e:

@@ -234,6 +234,41 @@ def prepare(
                     max_length=max_length)
 
 
+def check_options(*, eval_fraction: float, max_length: int, top_k: int) -> None:
+    """The data options ``python -m training.data`` and ``train_qlora`` share, checked before any model loads."""
+    from rag.errors import ConfigError
+
+    if not 0.0 <= eval_fraction <= 0.5:
+        raise ConfigError(f"--eval-fraction must be between 0 and 0.5, got {eval_fraction}.")
+    if max_length < 64:
+        raise ConfigError(f"--max-length {max_length} is too small for a prompt with passages; use 1024 or more.")
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}.")
+
+
+def check_directory(path: str | Path, flag: str) -> None:
+    """``path`` can be a directory: it is one, or the first part of it that exists is one (not a file)."""
+    from rag.errors import ConfigError
+
+    out = Path(path)
+    for part in [out, *out.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{flag} {str(out)!r}: {str(part)!r} is a file: name a directory.")
+            return
+
+
+def usable_length(max_length: int, config) -> int:
+    """``max_length`` capped at the model's positions (said when it is)."""
+    from rag import modeling
+
+    limit = modeling.max_positions(config)
+    if limit and max_length > limit:
+        print(f"note: --max-length {max_length} is above the model's {limit} positions; using {limit}.")
+        return limit
+    return max_length
+
+
 def write_prepared(prepared: Prepared, out_dir: str | Path) -> Path:
     """train.jsonl / eval.jsonl (prompt, completion, source) and stats.json, for inspection or other trainers."""
     out = Path(out_dir)
@@ -266,12 +301,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rag.config import Settings
 
         settings = Settings.from_env()
+        check_options(eval_fraction=a.eval_fraction, max_length=a.max_length, top_k=a.top_k)
+        check_directory(a.out, "--out")
         examples, read = read_dataset(a.dataset)
         options = modeling.load_options(settings.with_(llm=a.tokenizer, adapter=None, quantization="none",
                                                        device="cpu", trust_remote_code=a.trust_remote_code))
         tok = modeling.load_tokenizer(a.tokenizer, options)
+        # the length training will use: capped at the model's positions, as train_qlora caps it
+        max_length = usable_length(a.max_length, modeling.load_config(a.tokenizer, options, "--tokenizer"))
         retriever = retriever_from_index(a.index, settings) if a.index and read.without_context else None
-        prepared = prepare(examples, read, tok, max_length=a.max_length, retriever=retriever, top_k=a.top_k,
+        prepared = prepare(examples, read, tok, max_length=max_length, retriever=retriever, top_k=a.top_k,
                            eval_fraction=a.eval_fraction, seed=a.seed)
         write_prepared(prepared, a.out)
         print(prepared.describe())

@@ -153,7 +153,8 @@ def read_dataset(paths: Sequence[str | Path], *, map_refusals: bool = True) -> t
                 '{"instruction": "…", "input": "", "output": "…"}.',
                 code="dataset_empty",
             )
-        if text.lstrip().startswith("["):
+        if text.lstrip().startswith("[") and not _one_value(next(line for line in lines if line.strip())):
+            # a JSON array spread over lines; a first line that is a whole JSON value is a row (reported as such)
             raise DatasetError(f"{f}: looks like a JSON array; write one JSON object per line (JSONL).")
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -199,9 +200,25 @@ def _text_field(obj: dict, name: str, *, required: bool = True) -> str:
     return v.strip()
 
 
+def _one_value(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+# the fields that mark a row's shape; a row with two shapes' fields would lose one silently
+_SHAPES = {"chat": ("messages",), "Alpaca": ("instruction", "output"), "QA": ("question", "answer")}
+
+
 def _parse_row(obj: Any, where: str, report: ReadReport, map_refusals: bool) -> Example:
     if not isinstance(obj, dict):
         raise _RowError(f"expected a JSON object, got {type(obj).__name__}.")
+    shapes = [f"{name} ({', '.join(k for k in keys if k in obj)})" for name, keys in _SHAPES.items()
+              if any(k in obj for k in keys)]
+    if len(shapes) > 1:
+        raise _RowError(f"the row mixes two shapes: {' and '.join(shapes)}; keep the fields of one.")
     history: list[dict[str, str]] = []
     student: list[str] = []
     no_docs = False

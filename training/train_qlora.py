@@ -49,6 +49,7 @@ from typing import Any, Sequence
 
 from rag import modeling
 from training import run_cli
+from training.data import check_directory, check_options, usable_length
 from training.card import build_card, write_card
 from rag.config import Settings
 from rag.errors import ConfigError, ModelError
@@ -172,17 +173,14 @@ def validate_args(args: TrainArgs) -> tuple[str, str]:
     if args.max_steps <= 0 and not args.num_train_epochs > 0:
         raise ConfigError("--num-train-epochs must be positive (or set --max-steps).")
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps",
-                 "save_total_limit", "top_k"):
+                 "save_total_limit"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     if args.early_stopping_patience < 0:
         raise ConfigError("--early-stopping-patience must be 0 (off) or more.")
-    if not 0.0 <= args.eval_fraction <= 0.5:
-        raise ConfigError(f"--eval-fraction must be between 0 and 0.5, got {args.eval_fraction}.")
     if not 0.0 <= args.warmup_ratio < 1.0:
         raise ConfigError(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}.")
-    if args.max_length < 64:
-        raise ConfigError(f"--max-length {args.max_length} is too small for a prompt with passages; use 1024 or more.")
+    check_options(eval_fraction=args.eval_fraction, max_length=args.max_length, top_k=args.top_k)
     if not math.isfinite(args.num_train_epochs):
         raise ConfigError(f"--num-train-epochs must be a finite number, got {args.num_train_epochs}.")
     if not (math.isfinite(args.max_grad_norm) and args.max_grad_norm >= 0):
@@ -244,11 +242,7 @@ def has_adapter(directory: Path) -> bool:
 
 
 def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
-    for parent in [out, *out.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--output-dir {str(out)!r}: {str(parent)!r} is a file: name a directory.")
-            break
+    check_directory(out, "--output-dir")
     if (out / PREVIOUS).exists() and not resume:
         raise ConfigError(
             f"{str(out / PREVIOUS)!r} holds the adapter an earlier --overwrite run set aside and did not replace (it "
@@ -413,11 +407,7 @@ def main(args: TrainArgs, callbacks: Sequence[Any] = (), settings: Settings | No
     options = modeling.load_options(model_settings, device_var="--device")
     config = modeling.load_config(args.base_model, options, "--base-model")
     tokenizer = modeling.load_tokenizer(args.base_model, options)
-    max_length = args.max_length
-    limit = modeling.max_positions(config)
-    if limit and max_length > limit:
-        print(f"note: --max-length {max_length} is above the model's {limit} positions; using {limit}.")
-        max_length = limit
+    max_length = usable_length(args.max_length, config)
     retriever = None
     if read.without_context and args.index_dir:
         retriever = retriever_from_index(args.index_dir, settings)
