@@ -2,7 +2,8 @@
 
 ``check_adapter_dir`` is called by ``rag.generate`` for the startup adapter
 (RAG_ADAPTER) and for every per-request adapter, so both are refused the same
-way: no adapter_config.json (not a PEFT adapter), pickle-only weights without
+way: no adapter_config.json (not a PEFT adapter), no adapter_model.safetensors /
+adapter_model.bin (weights missing), pickle-only weights without
 RAG_ALLOW_PICKLE, another prompt format (rag_prompt.json), another base model,
 or LoRA matrices whose shapes do not fit this base's layers (read from the
 safetensors header; nothing is loaded).
@@ -36,6 +37,8 @@ from .prompt import PROMPT_FORMAT_VERSION, PROMPT_META_FILE
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 ADAPTER_CONFIG = "adapter_config.json"
+# The names PEFT loads an adapter's weights from (safetensors first).
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # What makes two bases interchangeable for a LoRA adapter (see check_base).
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
              "intermediate_size", "vocab_size")
@@ -171,8 +174,9 @@ def check_shapes(d: Path, var: str, llm: str, shapes: dict[str, tuple[int, int]]
         with safe_open(str(weights), framework="pt") as f:
             keys = {k: f.get_slice(k).get_shape() for k in f.keys()}
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{var}={str(d)!r} has an unreadable adapter_model.safetensors ({' '.join(str(e).split())[:200]}).",
-                         code="adapter_mismatch") from e
+        raise ModelError(f"{var}={str(d)!r} has an unreadable adapter_model.safetensors "
+                         f"({' '.join(str(e).split())[:200]}): copy or download the adapter again.",
+                         code="model_load_failed") from e
     found, problems = 0, []
     for key, shape in keys.items():
         m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
@@ -199,15 +203,28 @@ def check_shapes(d: Path, var: str, llm: str, shapes: dict[str, tuple[int, int]]
         )
 
 
-def check_adapter_dir(d: Path, var: str, *, llm: str, base_config: Any, shapes: dict,
-                      allow_pickle: bool, base_var: str = "RAG_LLM") -> None:
-    """Every check an adapter directory gets before PEFT loads it, at startup and per request."""
+def check_adapter_files(d: Path, var: str) -> None:
+    """The files PEFT needs are there: adapter_config.json and the weights (needs no model)."""
     if not (d / ADAPTER_CONFIG).exists():
         raise ModelError(
             f"{var}={str(d)!r} has no adapter_config.json: it is not a PEFT adapter "
             "(a merged model goes in RAG_LLM instead).",
             code="adapter_mismatch",
         )
+    # Without this, PEFT takes the directory for a Hub id and fails with a message about repo names.
+    if not any((d / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise ModelError(
+            f"{var}={str(d)!r} has adapter_config.json but no {ADAPTER_WEIGHTS[0]} (or {ADAPTER_WEIGHTS[1]}): "
+            "the adapter's weights are missing. Copy the whole directory train_qlora wrote, or download the "
+            "adapter again.",
+            code="adapter_not_found",
+        )
+
+
+def check_adapter_dir(d: Path, var: str, *, llm: str, base_config: Any, shapes: dict,
+                      allow_pickle: bool, base_var: str = "RAG_LLM") -> None:
+    """Every check an adapter directory gets before PEFT loads it, at startup and per request."""
+    check_adapter_files(d, var)
     if not allow_pickle and not has_safetensors(d) and has_pickle(d):
         refuse_pickle(d, var)
     check_prompt_format(d, var)

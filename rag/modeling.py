@@ -34,6 +34,7 @@ from typing import Any
 from .adapters import (
     HUB_ID,
     check_adapter_dir,
+    check_adapter_files,
     check_prompt_format,
     has_pickle,
     has_safetensors,
@@ -163,6 +164,7 @@ def check_adapter_source(adapter_dir: Path | None, var: str, allow_pickle: bool)
     """The checks an adapter directory gets before the base model loads (the rest need the model)."""
     if adapter_dir is None:
         return
+    check_adapter_files(adapter_dir, var)  # a missing file is named before a 7B base spends minutes loading
     if not allow_pickle and not has_safetensors(adapter_dir) and has_pickle(adapter_dir):
         refuse_pickle(adapter_dir, var)
     check_prompt_format(adapter_dir, var)
@@ -246,13 +248,19 @@ def attach_adapter(model, adapter: str, adapter_dir: Path | None, options: LoadO
     try:
         return PeftModel.from_pretrained(model, adapter, is_trainable=trainable, **hub)
     except Exception as e:  # noqa: BLE001
-        mismatch = "size mismatch" in str(e) or "shape" in str(e).lower()
-        what = "does not fit the base model" if mismatch else "could not be loaded"
+        if "size mismatch" in str(e) or "shape" in str(e).lower():
+            raise ModelError(
+                f"the adapter {var}={adapter!r} does not fit the base model: it was trained for base {trained_for!r}, "
+                f"but {base_var} is {llm!r} ({short(e, 200)}). Set {base_var} to the adapter's base model, or use an "
+                "adapter trained on this base.",
+                code="adapter_mismatch",
+            ) from e
+        # Anything else (a broken file, an unreachable Hub id) says nothing about the base: no advice to change it.
         raise ModelError(
-            f"the adapter {var}={adapter!r} {what}: it was trained for base {trained_for!r}, but {base_var} is "
-            f"{llm!r} ({short(e, 200)}). Set {base_var} to the adapter's base model, or use an adapter trained on "
-            "this base.",
-            code="adapter_mismatch",
+            f"the adapter {var}={adapter!r} could not be loaded ({short(e, 200)}). Check that it is a complete PEFT "
+            "adapter directory (adapter_config.json and adapter_model.safetensors, as train_qlora writes them) or "
+            "a Hugging Face id that exists (HF_TOKEN for a private one).",
+            code="model_load_failed",
         ) from e
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,63 @@ def test_merge_applies_the_same_adapter_checks_as_serving(tiny_chat_model, tiny_
                                                    base=str(tiny_chat_model), device="cpu"), settings=Settings())
     assert e.value.code == "adapter_mismatch" and "--base is" in str(e.value)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture
+def no_base_loads(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the base model was loaded before the adapter's missing file was named")
+
+    monkeypatch.setattr(modeling, "load_base", boom)
+
+
+def test_an_adapter_without_its_weights_is_named_before_the_base_loads(tiny_chat_model, tiny_adapter, tmp_path,
+                                                                       no_base_loads):
+    """adapter_config.json without adapter_model.safetensors: PEFT took the folder for a Hub id, and the message
+    said the adapter was trained for another base while naming the same one twice."""
+    from rag.generate import Generator
+    from training import merge_adapter
+
+    broken = shutil.copytree(tiny_adapter, tmp_path / "adapter")
+    (broken / "adapter_model.safetensors").unlink()
+    attempts = {
+        "RAG_ADAPTER": lambda: Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(broken), device="cpu")),
+        "--adapter": lambda: merge_adapter.main(merge_adapter.MergeArgs(adapter=str(broken), output=str(tmp_path / "m"),
+                                                                        device="cpu"), settings=Settings()),
+    }
+    for var, attempt in attempts.items():
+        with pytest.raises(ModelError, match=f"{var}=.* has adapter_config.json but no adapter_model.safetensors") as e:
+            attempt()
+        assert e.value.code == "adapter_not_found" and "trained for base" not in str(e.value)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_per_request_adapter_without_its_weights_is_named(tiny_chat_model, tiny_adapter, tmp_path):
+    from rag.generate import Generator
+
+    broken = shutil.copytree(tiny_adapter, tmp_path / "adapter")
+    (broken / "adapter_model.safetensors").unlink()
+    gen = Generator.load(Settings(llm=str(tiny_chat_model), device="cpu"))
+    with pytest.raises(ModelError, match="no adapter_model.safetensors") as e:
+        gen.check_adapter(str(broken))
+    assert e.value.code == "adapter_not_found"
+
+
+@pytest.mark.parametrize("damaged, said", [
+    ("adapter_config.json", "RAG_ADAPTER=.* could not be loaded .*complete PEFT adapter"),
+    ("adapter_model.safetensors", "RAG_ADAPTER=.* unreadable adapter_model.safetensors .*download the adapter again"),
+])
+def test_an_adapter_peft_cannot_read_is_not_called_a_base_mismatch(damaged, said, tiny_chat_model, tiny_adapter,
+                                                                   tmp_path):
+    """Every file is there, one of them damaged (a copy cut short): nothing says the base is wrong."""
+    from rag.generate import Generator
+
+    broken = shutil.copytree(tiny_adapter, tmp_path / "adapter")
+    (broken / damaged).write_bytes((broken / damaged).read_bytes()[:20])
+    with pytest.raises(ModelError, match=said) as e:
+        Generator.load(Settings(llm=str(tiny_chat_model), adapter=str(broken), device="cpu"))
+    assert e.value.code == "model_load_failed"
+    assert "trained for base" not in str(e.value) and "Set RAG_LLM" not in str(e.value)
 
 
 def test_options_keep_the_token_out_of_repr_and_refuse_unknown_devices():

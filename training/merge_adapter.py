@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rag import modeling
+from rag.adapters import check_adapter_files
 from training import run_cli
 from rag.config import Settings
 from rag.errors import ConfigError, ModelError
@@ -90,6 +91,7 @@ def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str
     if not (adapter / "adapter_config.json").exists():
         raise ConfigError(f"--adapter {args.adapter!r} has no adapter_config.json: point it at the directory "
                           "train_qlora wrote (download a Hub adapter first with `huggingface-cli download`).")
+    check_adapter_files(adapter, "--adapter")
     out = Path(args.output).expanduser()
     if out.resolve() == adapter.resolve():
         raise ConfigError("--output must differ from --adapter: the merged model is a separate directory.")
