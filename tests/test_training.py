@@ -7,6 +7,7 @@ Replicate runs are separate and marked ``slow``. Everything runs on the CPU in f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -19,6 +20,7 @@ from _models import (  # noqa: F401 - fixtures
     make_model,
     make_tokenizer,
     save_model,
+    tiny_adapter,
     tiny_chat_model,
     tiny_models,
     tiny_pickle_model,
@@ -377,6 +379,106 @@ def test_merge_refuses_bad_options_before_loading(trained, tmp_path, monkeypatch
     with pytest.raises(ConfigError, match="HF_TOKEN"):
         merge_adapter.main(merge_adapter.MergeArgs(adapter=str(trained.output_dir), output=str(tmp_path / "m"),
                                                    push_to_hub="me/model"))
+
+
+@pytest.fixture
+def merge_inputs(tiny_adapter, tiny_chat_model, tmp_path):
+    """(adapter, base): copies in tmp_path, laid out as people keep them (proj/adapter, models/base); the
+    adapter names the copied base and carries a rag_prompt.json, which the merged model must get."""
+    base = shutil.copytree(tiny_chat_model, tmp_path / "models" / "base")
+    adapter = shutil.copytree(tiny_adapter, tmp_path / "proj" / "adapter")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**cfg, "base_model_name_or_path": str(base)}))
+    (adapter / PROMPT_META_FILE).write_text(json.dumps({"prompt_format_version": PROMPT_FORMAT_VERSION,
+                                                        "base_model": str(base)}))
+    return adapter, base
+
+
+def tree(d: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(d)): f.read_bytes() for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+@pytest.mark.parametrize("output, base, said", [
+    ("proj/adapter", None, "is --adapter"),
+    ("proj", None, "contains --adapter"),
+    (".", None, "contains --adapter"),
+    ("models/base", "models/base", "is --base"),
+    ("models", None, "contains the adapter's base model"),
+])
+def test_merge_refuses_an_output_that_is_or_holds_its_adapter_or_base(output, base, said, merge_inputs, tmp_path,
+                                                                      no_model_loads):
+    """--overwrite replaces --output as a whole: an adapter or base inside it would be deleted before the merge."""
+    adapter, base_dir = merge_inputs
+    before = {d: tree(d) for d in (adapter, base_dir)}
+    args = merge_adapter.MergeArgs(adapter=str(adapter), output=str(tmp_path / output),
+                                   base=str(tmp_path / base) if base else None, overwrite=True, device="cpu")
+    with pytest.raises(ConfigError, match=f"--output .* {said} .*Choose an --output outside it") as e:
+        merge_adapter.main(args, settings=Settings())
+    assert e.value.code == "output_overlaps_input"
+    assert {d: tree(d) for d in (adapter, base_dir)} == before
+
+
+def test_a_failed_merge_leaves_the_output_as_it_was(merge_inputs, tmp_path):
+    """The merge is written beside --output and moved there only once checked: a failure leaves no model to serve."""
+    adapter, base = merge_inputs
+    out = tmp_path / "merged"
+    args = merge_adapter.MergeArgs(adapter=str(adapter), output=str(out), tolerance=0.0, overwrite=True, device="cpu")
+    with pytest.raises(merge_adapter.MergeError, match="not written to") as e:
+        merge_adapter.main(args, settings=Settings())
+    assert e.value.code == "merge_failed" and not out.exists()
+    # The merge ran in fp32 (a CPU): the hint is not "merge in fp32" but the tolerance, which was below rounding.
+    assert "--dtype fp32" not in str(e.value) and "within fp32 rounding" in str(e.value)
+
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"an earlier merged model")
+    with pytest.raises(merge_adapter.MergeError):
+        merge_adapter.main(args, settings=Settings())
+    assert tree(out) == {"model.safetensors": b"an earlier merged model"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "models", "proj"]  # no staging left behind
+
+    # A merge that passes its check replaces the earlier one, with nothing of it or of the staging left over.
+    res = merge_adapter.main(merge_adapter.MergeArgs(adapter=str(adapter), output=str(out), overwrite=True,
+                                                     device="cpu"), settings=Settings())
+    assert res.output == out and res.max_abs_diff < 1e-4
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", PROMPT_META_FILE, "merge_info.json"} <= names
+    assert (out / "model.safetensors").read_bytes() != b"an earlier merged model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "models", "proj"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # as mkdir makes it: a server's user can read it
+
+
+def test_a_merge_that_breaks_midway_leaves_the_output_as_it_was(merge_inputs, tmp_path, monkeypatch):
+    adapter, base = merge_inputs
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"an earlier merged model")
+    real = merge_adapter.modeling.load_base
+
+    def reload_fails(ref, options, var="RAG_LLM"):
+        if var == "--output":  # the check's reload of what was written: the disk filled up, say
+            raise ModelError("could not load --output", code="model_load_failed")
+        return real(ref, options, var)
+
+    monkeypatch.setattr(merge_adapter.modeling, "load_base", reload_fails)
+    with pytest.raises(ModelError, match="could not load --output"):
+        merge_adapter.main(merge_adapter.MergeArgs(adapter=str(adapter), output=str(out), overwrite=True,
+                                                   device="cpu"), settings=Settings())
+    assert tree(out) == {"model.safetensors": b"an earlier merged model"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged", "models", "proj"]
+
+
+@pytest.mark.parametrize("dtype, diff, tolerance, hint", [
+    ("bf16", 3.0, None, "Merge in fp32 (--dtype fp32)"),
+    ("fp16", 0.2, 0.1, "within fp16 rounding"),
+    ("fp32", 0.5, None, "fp32 rounding does not explain it"),
+    ("fp32", 1e-6, 0.0, "within fp32 rounding"),
+])
+def test_a_failed_check_suggests_what_fits_the_dtype_used(dtype, diff, tolerance, hint):
+    text = merge_adapter.failed_check_hint(diff, dtype, tolerance)
+    assert hint in text
+    assert ("--dtype fp32" in text) == (hint == "Merge in fp32 (--dtype fp32)")
 
 
 @pytest.mark.slow

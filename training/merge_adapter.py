@@ -23,6 +23,11 @@ probe prompts (rendered by ``rag.prompt.build_prompt``, as serving renders them)
 compared with those of the merged model reloaded from disk; the maximum absolute
 difference is printed and must stay within ``--tolerance`` (defaults by dtype).
 
+Everything is written to a staging directory beside ``--output`` (``.<name>.merging-*``) and
+moved to ``--output`` only once the check passes, so a failed or interrupted merge leaves
+``--output`` as it was (an earlier model there is replaced only by a checked one, with
+``--overwrite``). ``--output`` may not be, or contain, the adapter or a local base directory.
+
 Out of scope: merging several adapters, DARE/TIES merges, GGUF/AWQ export.
 """
 
@@ -31,8 +36,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -85,6 +92,12 @@ class MergeResult:
     pushed_to: str | None = None
 
 
+def holds(outer: Path, inner: Path) -> bool:
+    """``inner`` is ``outer`` or lies somewhere inside it (links resolved)."""
+    outer, inner = outer.resolve(), inner.resolve()
+    return inner == outer or outer in inner.parents
+
+
 def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str]:
     """Checks that need no model: (adapter dir, output dir, base id/path). ``token``: the Hugging Face token."""
     adapter = Path(args.adapter).expanduser()
@@ -92,10 +105,26 @@ def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str
         raise ConfigError(f"--adapter {args.adapter!r} has no adapter_config.json: point it at the directory "
                           "train_qlora wrote (download a Hub adapter first with `huggingface-cli download`).")
     check_adapter_files(adapter, "--adapter")
-    out = Path(args.output).expanduser()
-    if out.resolve() == adapter.resolve():
-        raise ConfigError("--output must differ from --adapter: the merged model is a separate directory.")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
+    base = args.base or cfg.get("base_model_name_or_path")
+    if not base:
+        raise ConfigError("the adapter does not name its base model: pass --base.")
+    out = Path(os.path.abspath(Path(args.output).expanduser()))  # "." has a parent to stage in, like any other
+    # The merged model replaces --output as a whole (--overwrite): an input inside it would be deleted with it.
+    base_dir = Path(base).expanduser()
+    inputs = [("--adapter", args.adapter, adapter)]
+    if base_dir.is_dir():
+        inputs.append(("--base" if args.base else "the adapter's base model", base, base_dir))
+    for what, name, path in inputs:
+        if holds(out, path):
+            where = "is" if out.resolve() == path.resolve() else "contains"
+            raise ConfigError(f"--output {args.output!r} {where} {what} ({name!r}): the merged model replaces "
+                              "that directory, and the model it is made from would be lost. Choose an --output "
+                              "outside it, such as a sibling directory.", code="output_overlaps_input")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {args.output!r} is a file: name a directory for the merged model.",
+                          code="output_exists")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ConfigError(f"--output {args.output!r} exists and is not empty: pass --overwrite or choose another "
                           "directory.", code="output_exists")
     if args.dtype not in DTYPES:
@@ -106,10 +135,6 @@ def validate(args: MergeArgs, token: str | None = None) -> tuple[Path, Path, str
     if args.push_to_hub and not token:
         raise ConfigError("--push-to-hub needs a Hugging Face token with write access: set HF_TOKEN.",
                           code="missing_token")
-    cfg = json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))
-    base = args.base or cfg.get("base_model_name_or_path")
-    if not base:
-        raise ConfigError("the adapter does not name its base model: pass --base.")
     return adapter, out, base
 
 
@@ -176,39 +201,78 @@ def main(args: MergeArgs, settings: Settings | None = None) -> MergeResult:
     reference = logits_for(model, ids)
 
     merged = model.merge_and_unload()
-    if out.exists() and args.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(out))  # safetensors (transformers 5 writes nothing else)
-    tokenizer.save_pretrained(str(out))
-    for name in COPIED_FILES:
-        if (adapter / name).exists():
-            shutil.copy2(adapter / name, out / name)
-    code_files = copy_custom_code(base, out, token) if (args.trust_remote_code or getattr(config, "auto_map", None)) else []
-    del model, merged
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    # Everything is written to a staging directory beside --output and swapped in only once checked:
+    # a merge that fails or is interrupted leaves an earlier model at --output as it was.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the model from a server running as another user
+    try:
+        merged.save_pretrained(str(staging))  # safetensors (transformers 5 writes nothing else)
+        tokenizer.save_pretrained(str(staging))
+        for name in COPIED_FILES:
+            if (adapter / name).exists():
+                shutil.copy2(adapter / name, staging / name)
+        code_files = (copy_custom_code(base, staging, token)
+                      if (args.trust_remote_code or getattr(config, "auto_map", None)) else [])
+        del model, merged
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
-    # Verify what was written, not what is in memory.
-    reloaded = modeling.load_base(str(out), options, "--output").eval()
-    fresh = logits_for(reloaded, ids)
-    diff = max(float((a - b).abs().max()) for a, b in zip(reference, fresh))
-    agree = sum(float((a.argmax(-1) == b.argmax(-1)).float().mean()) for a, b in zip(reference, fresh)) / len(ids)
-    del reloaded
-    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype_name]
-    info = {"base_model": base, "adapter": str(adapter), "dtype": dtype_name, "probes": len(ids),
-            "max_abs_logit_diff": diff, "argmax_agreement": agree, "tolerance": tolerance,
-            "custom_code_files": code_files}
-    (out / "merge_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
-    print(f"merged model written to {out}; max |logit(base+adapter) - logit(merged)| over {len(ids)} probe "
-          f"prompts = {diff:.3g} (tolerance {tolerance:g}), top-1 agreement {agree:.1%}", flush=True)
-    if not diff <= tolerance:
-        raise MergeError(f"the merged model differs from base + adapter by up to {diff:.3g} in the logits "
-                         f"(tolerance {tolerance:g} for {dtype_name}): do not serve it. Merge in fp32 "
-                         "(--dtype fp32) to check whether rounding is the cause.")
+        # Verify what was written, not what is in memory.
+        reloaded = modeling.load_base(str(staging), options, "--output").eval()
+        fresh = logits_for(reloaded, ids)
+        diff = max(float((a - b).abs().max()) for a, b in zip(reference, fresh))
+        agree = sum(float((a.argmax(-1) == b.argmax(-1)).float().mean())
+                    for a, b in zip(reference, fresh)) / len(ids)
+        del reloaded
+        tolerance = args.tolerance if args.tolerance is not None else DEFAULT_TOLERANCE[dtype_name]
+        print(f"max |logit(base+adapter) - logit(merged)| over {len(ids)} probe prompts = {diff:.3g} "
+              f"(tolerance {tolerance:g}), top-1 agreement {agree:.1%}", flush=True)
+        if not diff <= tolerance:
+            raise MergeError(f"the merged model differs from base + adapter by up to {diff:.3g} in the logits "
+                             f"(tolerance {tolerance:g} for {dtype_name}), so it was not written to {str(out)!r}. "
+                             + failed_check_hint(diff, dtype_name, args.tolerance))
+        info = {"base_model": base, "adapter": str(adapter), "dtype": dtype_name, "probes": len(ids),
+                "max_abs_logit_diff": diff, "argmax_agreement": agree, "tolerance": tolerance,
+                "custom_code_files": code_files}
+        (staging / "merge_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+        swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when swapped in
+    print(f"merged model written to {out}", flush=True)
     pushed = push(out, args.push_to_hub, token, args.private) if args.push_to_hub else None
     return MergeResult(output=out, max_abs_diff=diff, argmax_agreement=agree, dtype=dtype_name, pushed_to=pushed)
+
+
+def failed_check_hint(diff: float, dtype_name: str, tolerance: float | None) -> str:
+    """What to try after a failed check, given the dtype the merge ran in and the tolerance asked for."""
+    default = DEFAULT_TOLERANCE[dtype_name]
+    if tolerance is not None and tolerance < default and diff <= default:
+        return (f"That is within {dtype_name} rounding (default tolerance {default:g}): leave out --tolerance, or "
+                "raise it.")
+    if dtype_name != "fp32":
+        return "Merge in fp32 (--dtype fp32) to check whether rounding is the cause."
+    return ("fp32 rounding does not explain it: check that the base is the model the adapter was trained on, "
+            "and that peft is the version it was trained with.")
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Put the complete ``staging`` directory at ``out``; an earlier ``out`` is deleted only after that."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old is not None:
+            (old / out.name).rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def push(folder: Path, repo_id: str, token: str | None, private: bool) -> str:
