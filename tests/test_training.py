@@ -807,6 +807,27 @@ def test_replicate_train_error_shows_the_caller_no_server_path(tmp_path, monkeyp
     assert str(tmp_path) not in str(err.value) and "/uploads/" not in str(err.value)
 
 
+def test_a_failed_replicate_training_leaves_nothing_in_tmp(tmp_path, monkeypatch, no_model_loads):
+    """The work directory (here with an unpacked index in it) is removed when the training fails."""
+    import tempfile
+
+    from training.replicate_train import TrainingFailed, train
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("RAG_LLM", "vinai/PhoGPT-4B-Chat")
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "manifest.json").write_text("{}")
+    with tarfile.open(tmp_path / "index.tar.gz", "w:gz") as tar:
+        tar.add(index / "manifest.json", arcname="manifest.json")
+    bad = write_jsonl(tmp_path / "train.jsonl", [{"instruction": "Học phí?"}])  # no output: refused
+    with pytest.raises(TrainingFailed):
+        train(train_data=bad, base_model="vinai/PhoGPT-4B-Chat", index=tmp_path / "index.tar.gz")
+    assert list(scratch.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_replicate_train_returns_an_adapter_tarball(tiny_chat_model, dataset_file, tmp_path, monkeypatch):
     from rag.weights import ADAPTER_MARKER, unpack_tarball
@@ -823,3 +844,7 @@ def test_replicate_train_returns_an_adapter_tarball(tiny_chat_model, dataset_fil
     assert not any("checkpoint" in n for n in names)
     root = unpack_tarball(Path(out.weights), tmp_path / "unpacked", marker=ADAPTER_MARKER, what="weights")
     assert (root / "adapter_config.json").exists()
+    # Only the tarball, which Cog uploads once train returns, is left of the training's work directory.
+    work = Path(out.weights).parent
+    assert work.name.startswith("rag-train-") and list(work.iterdir()) == [Path(out.weights)]
+    shutil.rmtree(work)

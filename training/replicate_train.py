@@ -21,6 +21,7 @@ Out of scope: multi-GPU trainings, resuming a Replicate training.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -130,8 +131,18 @@ def run_training(p: dict, settings=None) -> TrainingOutput:
         )
         result = main(args, settings=settings)
         tarball = pack_adapter(result.output_dir, work / "lora-adapter.tar.gz")
-    except RagError as e:
-        raise TrainingFailed(f"[{e.code}] {redact_lines(str(e))}") from None  # the caller sees no server path
+    except BaseException as e:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(e, RagError):
+            raise TrainingFailed(f"[{e.code}] {redact_lines(str(e))}") from None  # the caller sees no server path
+        raise
+    # Cog uploads the tarball after train returns, so it stays; the adapter with its checkpoints and
+    # the unpacked index would otherwise be left in /tmp by every training.
+    for entry in work.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry != tarball:
+            entry.unlink(missing_ok=True)
     print(f"weights: {tarball} ({tarball.stat().st_size / 1e6:.1f} MB)", flush=True)
     return TrainingOutput(weights=Path(tarball))
 
