@@ -260,6 +260,66 @@ def test_docx_zip_bomb_is_refused_before_opening(tmp_path):
     assert load_file(path, S).pages[0].text == "Điều 1. Phạm vi"  # under the default limit it loads
 
 
+def _state_size(path: Path, member: str, size: int) -> None:
+    """Rewrite the uncompressed size ``member`` states in the zip's central directory and local header."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for sig, offset, name_at in ((b"PK\x01\x02", 24, 46), (b"PK\x03\x04", 22, 30)):
+        at = data.find(sig)
+        while at >= 0:
+            if data[at + name_at: at + name_at + len(name)] == name:
+                data[at + offset: at + offset + 4] = struct.pack("<I", size)
+            at = data.find(sig, at + 1)
+    path.write_bytes(bytes(data))
+
+
+def test_docx_that_lies_about_its_expanded_size_is_refused_in_bounded_memory(tmp_path):
+    """A part stating 100 bytes that inflates to 64 MB: the directory check passes, the stream stops at the
+    stated size (the CRC then fails) instead of python-docx inflating 64 MB in one call."""
+    import tracemalloc
+
+    path = _docx(tmp_path / "liar.docx", lambda d: d.add_paragraph("Điều 1. Phạm vi"))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/media/zeros.bin", b"\0" * (64 * 1024 * 1024))
+    _state_size(path, "word/media/zeros.bin", 100)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LoadError, match="damaged DOCX"):
+            load_file(path, S)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, peak
+
+
+def test_docx_numbers_and_spans_past_sense_are_bounded(tmp_path):
+    """A list starting at 10^15 in Roman numerals (10^12 "M"s: the loader hung) and a cell spanning 5 million
+    columns (5 million empty cells) load at once, as a decimal number and a capped span."""
+    from docx.oxml import parse_xml
+
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+
+    def build(d):
+        numbering = d.part.numbering_part.element
+        numbering.append(parse_xml(f'<w:abstractNum {w} w:abstractNumId="91"><w:lvl w:ilvl="0">'
+                                   '<w:start w:val="999999999999999"/><w:numFmt w:val="upperRoman"/>'
+                                   '<w:lvlText w:val="%1."/></w:lvl></w:abstractNum>'))
+        numbering.append(parse_xml(f'<w:num {w} w:numId="91"><w:abstractNumId w:val="91"/></w:num>'))
+        p = d.add_paragraph("Khoản một")
+        p._p.get_or_add_pPr().append(parse_xml(f'<w:numPr {w}><w:ilvl w:val="0"/><w:numId w:val="91"/></w:numPr>'))
+        t = d.add_table(rows=1, cols=2)
+        t.cell(0, 0).text, t.cell(0, 1).text = "Học kỳ", "Tín chỉ"
+        t.cell(0, 0)._tc.get_or_add_tcPr().append(parse_xml(f'<w:gridSpan {w} w:val="5000000"/>'))
+
+    doc = load_file(_docx(tmp_path / "huge-numbers.docx", build), S)
+    lines = doc.pages[0].text.split("\n")
+    assert lines[0] == "100000. Khoản một"
+    row = next(line for line in lines if "Học kỳ" in line)
+    assert row.count("|") <= 102 and "Tín chỉ" in row
+
+
 def test_docx_xml_over_its_limit_is_refused_before_parsing(tmp_path, monkeypatch):
     """RAG_MAX_DOCX_XML_MB counts the XML python-docx would parse into a tree (media do not count)."""
     import docx

@@ -114,3 +114,29 @@ def test_nesting_past_the_limit_is_a_clear_error():
     assert text(ok) == "sâu\nsau"
     # closed elements free their place: many shallow blocks are fine
     assert text("<div><span>a</span></div>" * (3 * html.MAX_DEPTH)).count("a") == 3 * html.MAX_DEPTH
+
+
+@pytest.mark.parametrize("opener", ["<a ", "<!--", "</a", "<?"])
+def test_a_tag_or_comment_never_closed_is_dropped_not_rescanned(monkeypatch, opener):
+    """html.parser re-scans an unclosed construct once per "<" when the page ends (180 KB of "<a " took minutes):
+    past a few kilobytes the unclosed rest is dropped, as a browser would not show it, and the text before stays."""
+    from html.parser import HTMLParser
+
+    calls = {"n": 0}
+    for method in ("parse_starttag", "parse_endtag", "parse_comment", "parse_pi"):
+        original = getattr(HTMLParser, method)
+
+        def counted(self, *a, _original=original):
+            calls["n"] += 1
+            return _original(self, *a)
+
+        monkeypatch.setattr(HTMLParser, method, counted)
+    page = "<html><body><p>Điều 1. Học phí</p>" + opener * 60000
+    title, pages = html.read(page.encode(), "trang.html")
+    assert pages[0].text.startswith("Điều 1. Học phí")
+    assert calls["n"] < 1000, calls  # not one attempt per "<" of the 60,000
+
+
+def test_an_unclosed_script_still_keeps_the_text_before_it():
+    _, pages = html.read(("<p>Điều 2. Học bổng</p><script>" + "var x = 1;" * 5000).encode(), "trang.html")
+    assert pages[0].text == "Điều 2. Học bổng"

@@ -38,8 +38,8 @@ def check(source: bytes | str | Path, name: str, settings: Settings) -> None:
     if total > settings.max_unzipped_mb * MB:
         raise LoadError(
             f"{name} expands to {total / MB:.3g} MB, over the {settings.max_unzipped_mb:g} MB limit "
-            "for unzipped DOCX content: remove large embedded media or raise RAG_MAX_UNZIPPED_MB."
-        )
+            "for unzipped DOCX content: remove large embedded media or raise RAG_MAX_UNZIPPED_MB.",
+            code="file_too_large")
     xml = sum(i.file_size for i in infos if i.filename.lower().endswith((".xml", ".rels")))
     if xml > settings.max_docx_xml_mb * MB:
         raise LoadError(
@@ -50,6 +50,28 @@ def check(source: bytes | str | Path, name: str, settings: Settings) -> None:
         raise LoadError(f"{name} is a zip archive but not a Word document (no word/document.xml): save it as .docx.")
 
 
+def check_inflated(data: bytes, name: str, settings: Settings) -> None:
+    """Unzip every part as a stream, counting the bytes it really expands to: a zip can state small sizes in its
+    directory (which ``check`` reads) and expand to gigabytes, which python-docx would inflate in one call. The
+    stream stops at RAG_MAX_UNZIPPED_MB, or where a part's stated size ends (a part longer than stated then
+    fails its CRC check): memory stays at one chunk."""
+    budget = settings.max_unzipped_mb * MB
+    total = 0
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for info in z.infolist():
+                with z.open(info) as part:
+                    while chunk := part.read(1 << 20):
+                        total += len(chunk)
+                        if total > budget:
+                            raise LoadError(
+                                f"{name} expands to over {settings.max_unzipped_mb:g} MB, the limit for unzipped "
+                                "DOCX content: remove large embedded media or raise RAG_MAX_UNZIPPED_MB.",
+                                code="file_too_large")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError, EOFError) as e:
+        raise LoadError(f"{name} is a damaged DOCX ({e}): open it in Word or LibreOffice and save a new copy.") from e
+
+
 def read(data: bytes, name: str, settings: Settings, ocr=None) -> tuple[str | None, list[Page]]:
     """Title and text of a DOCX (one page): paragraphs and tables in document order, list numbers rendered."""
     import docx
@@ -57,6 +79,7 @@ def read(data: bytes, name: str, settings: Settings, ocr=None) -> tuple[str | No
     from lxml.etree import LxmlError
 
     check(data, name, settings)
+    check_inflated(data, name, settings)
     try:
         d = docx.Document(io.BytesIO(data))
         numbering = _Numbering(d)
@@ -128,8 +151,9 @@ def _docx_table(tbl) -> str:
             text = " ".join(_para_text(p).strip() for p in tc.iter(_W + "p"))
             cells.append(table_cell(text))
             span = tc.find(f"{_W}tcPr/{_W}gridSpan")
-            extra = int(span.get(_W + "val", "1")) - 1 if span is not None else 0
-            cells.extend([""] * max(extra, 0))
+            # a merged cell spans a few columns; the schema allows 2^31, which would be a row of a billion cells
+            extra = _int(span.get(_W + "val"), 1, 1, MAX_SPAN) - 1 if span is not None else 0
+            cells.extend([""] * extra)
         if any(cells):
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -169,7 +193,7 @@ class _Numbering:
                 start = ov.find(_W + "startOverride")
                 if start is not None and ilvl in lvls:
                     fmt, text, _, restart = lvls[ilvl]
-                    lvls[ilvl] = (fmt, text, int(start.get(_W + "val", "1")), restart)
+                    lvls[ilvl] = (fmt, text, _int(start.get(_W + "val"), 1, 0, MAX_NUMBER), restart)
             self.levels[num.get(_W + "numId")] = lvls
 
     @staticmethod
@@ -182,7 +206,8 @@ class _Numbering:
 
             restart = val("lvlRestart", None)
             out[int(lvl.get(_W + "ilvl", "0"))] = (
-                val("numFmt", "decimal"), val("lvlText", ""), int(val("start", "1")), None if restart is None else int(restart)
+                val("numFmt", "decimal"), val("lvlText", ""), _int(val("start", "1"), 1, 0, MAX_NUMBER),
+                None if restart is None else _int(restart, 0, 0, 9)
             )
         return out
 
@@ -238,7 +263,24 @@ class _Numbering:
         return re.sub(r"%([1-9])", number, text).strip()
 
 
+# A list number or a column span past these is nonsense or an attack (a Roman numeral of 10^15 is 10^12 "M"s);
+# Word's own schema allows any 32-bit value.
+MAX_NUMBER = 100_000
+MAX_SPAN = 100
+
+
+def _int(value, default: int, lo: int, hi: int) -> int:
+    """A number attribute of the XML, ``default`` when it is not one, kept within [lo, hi]."""
+    try:
+        n = int(str(value)[:12]) if value is not None else default
+    except ValueError:
+        n = default
+    return min(max(n, lo), hi)
+
+
 def _format_number(n: int, fmt: str) -> str:
+    if fmt in ("lowerRoman", "upperRoman") and n > 3999:
+        return str(n)  # past MMMCMXCIX, Roman numerals need marks Word does not write
     if fmt in ("lowerLetter", "upperLetter"):
         s = ""
         while n > 0:

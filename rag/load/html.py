@@ -30,6 +30,10 @@ from .common import table_cell
 
 MAX_DEPTH = 1000  # open elements; deeper pages are refused (a tree reader ran out of stack there too)
 _BLOCK_BYTES = 1 << 18  # bytes decoded and fed to the parser at a time
+# characters held by a tag or comment not closed, past which they are dropped (``_Reader.drop_unclosed``): at the
+# end of the page, and while reading (a comment of a megabyte is not one a page meant)
+MAX_UNCLOSED = 8192
+MAX_PENDING = 1 << 20
 _FOLD_CHARS = 1 << 16
 
 _DROP = {"script", "style", "noscript", "template", "head", "iframe", "object", "svg", "canvas", "button", "title"}
@@ -313,7 +317,15 @@ class _Reader(HTMLParser):
             end = self.rawdata.find(">", i)
             return -1 if end < 0 else end + 1
 
+    def drop_unclosed(self, limit: int) -> None:
+        """Drop what a tag or comment opened and not closed holds, past ``limit`` characters: the rest of the page,
+        which a browser would not show either. html.parser re-scans it at every feed, and once per "<" at the end
+        (quadratic: 180 KB of "<a " took minutes)."""
+        if not self.cdata_elem and len(self.rawdata) > limit:
+            self.rawdata = ""
+
     def finish(self) -> tuple[str | None, str]:
+        self.drop_unclosed(MAX_UNCLOSED)
         self.close()
         if self.cdata_elem and self.rawdata:  # an unclosed <title>, <textarea>…: its text runs to the end
             self.handle_data(self.rawdata)
@@ -468,6 +480,7 @@ def read(data: bytes, name: str, settings: Settings | None = None, ocr=None) -> 
     view = memoryview(data)
     for i in range(0, len(data), _BLOCK_BYTES):
         reader.feed(decoder.decode(view[i:i + _BLOCK_BYTES]))
+        reader.drop_unclosed(MAX_PENDING)
     reader.feed(decoder.decode(b"", final=True))
     title, text = reader.finish()
     return title, [Page(number=1, text=text)]
