@@ -74,10 +74,10 @@ class IngestReport:
         ocr = sum(f.ocr_pages for f in self.files)
         if ocr:
             lines.append(f"OCR: {ocr} scanned pages read by Tesseract in this run")
-        for f in self.files:
+        for f in self.files:  # names and reasons with control characters print escaped, on one line each
             if f.status in ("failed", "skipped"):
-                lines.append(f"  {f.status}: {f.source}: {f.reason}")
-            lines.extend(f"  partly read: {note}" for note in f.notes)
+                lines.append(f"  {f.status}: {printable(f.source)}: {printable(f.reason or '')}")
+            lines.extend(f"  partly read: {printable(note)}" for note in f.notes)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -498,7 +498,12 @@ def _import_store() -> None:
 
 
 def _background() -> None:
-    """A reader process takes the CPU only when the embedder leaves it idle (nice 19; OCR's tesseract inherits it)."""
+    """A reader process takes the CPU only when the embedder leaves it idle (nice 19; OCR's tesseract inherits it),
+    and leaves Ctrl-C to the main process: a terminal sends SIGINT to every process of the job, and each reader
+    would print its own KeyboardInterrupt traceback; the main process stops them."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(19 - os.nice(0))
     except (AttributeError, OSError):  # no nice on this platform: readers keep the normal priority

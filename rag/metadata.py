@@ -227,7 +227,10 @@ def read_sidecar(path: Path, root: Path | None = None) -> tuple[dict[str, Any], 
     values: dict[str, Any] = {}
     digest = hashlib.sha256()
     for side in reversed(sidecar_paths(path, root)):  # farthest corpus.yaml first, own sidecar last: it wins
-        if not side.is_file():
+        try:
+            if not side.is_file():
+                continue
+        except OSError:  # "<name>.meta.yaml" past the file system's 255 bytes cannot exist: no sidecar
             continue
         size = side.stat().st_size
         if size > MAX_SIDECAR_BYTES:

@@ -219,3 +219,53 @@ def test_web_chat_upload_shows_the_reason_of_a_bad_file(demo_pipeline, tmp_path,
     assert "✗ page.html: 0.0 MB, vượt giới hạn 0.001 MB" in status and "RAG_MAX_HTML_MB" in status
     assert "⚠ (3/3) scan.pdf: chỉ đọc được một phần: scan.pdf: 3 of 4 scanned pages not OCR'd" in status
     assert "Traceback" not in status
+
+
+def test_names_that_forge_lines_or_send_escapes_print_escaped_and_long_names_are_read(tmp_path, embedder,
+                                                                                       settings_factory):
+    """An empty file named 'empty\\nfailed: fake.md: all good\\x1b[2K.md' must not print a forged report line or an
+    escape sequence; a 250-byte Vietnamese name (its '.meta.yaml' sidecar name would pass 255 bytes) is read."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    forged = "empty\nfailed: fake.md: all good\x1b[2K.md"
+    (docs / forged).write_bytes(b"")
+    long_name = ("Quyết định ban hành Quy chế đào tạo trình độ đại học theo hệ thống tín chỉ của Trường Đại học "
+                 "Bách khoa Hà Nội năm học 2023-2024 (sửa đổi, bổ sung lần thứ hai, bản cuối cùng đã ký).md")
+    assert 240 < len(long_name.encode()) <= 255
+    (docs / long_name).write_text("# Quy chế\n\nĐiều 1. Phạm vi\n\nSinh viên đóng học phí đúng hạn.\n",
+                                  encoding="utf-8")
+    report = ingest([str(docs)], settings_factory(tmp_path / "idx"), embedder=embedder, progress=False)
+    by = {f.source: f for f in report.files}
+    assert by[long_name].status == "added", by[long_name]
+    summary = report.summary()
+    assert "\x1b" not in summary and "\\x1b[2K" in summary
+    assert not any(line.startswith("failed: fake.md") for line in summary.splitlines())
+    assert "empty\\nfailed: fake.md" in summary
+
+
+def test_reader_processes_leave_ctrl_c_to_the_main_process():
+    """A terminal's Ctrl-C reaches every process of the job: readers ignore it (no traceback from each), the main
+    process stops them."""
+    code = ("import signal; from rag.ingest import _background; _background(); "
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
+def test_a_json_number_past_pythons_digit_limit_is_a_load_error(tmp_path, settings_factory):
+    from rag.errors import LoadError
+    from rag.load import load_file
+
+    path = tmp_path / "quy-che.json"
+    path.write_text('{"title": "Quy chế", "ignored": ' + "9" * 5000 + ', "articles": []}', encoding="utf-8")
+    with pytest.raises(LoadError, match="holds a number too long to read"):
+        load_file(path, settings_factory())
+
+
+def test_info_piped_into_a_reader_that_stops_ends_quietly(demo_index_dir):
+    """`rag info | head -1`: the reader goes away before the output is written (here: at once, with `true`)."""
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m rag.cli info --index {demo_index_dir} "
+                          "| true"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0 and out.stderr == "", out.stderr[-2000:]

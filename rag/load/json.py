@@ -31,6 +31,9 @@ def read(data: bytes, name: str, settings: Settings | None = None, ocr=None) -> 
         obj = json.loads(data)  # bytes: UTF-8/16/32 detected by json itself
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LoadError(f"{name} is not valid JSON ({e}): fix it; the accepted shape is {_JSON_SHAPE}.") from e
+    except ValueError as e:  # a number of over 4300 digits (Python's limit on converting text to int)
+        raise LoadError(f"{name} holds a number too long to read ({str(e)[:60]}…): remove it or write it as "
+                        "a string.") from e
 
     def bad(why: str) -> LoadError:
         return LoadError(f"{name}: {why}. The accepted shape is {_JSON_SHAPE}.")

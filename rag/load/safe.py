@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -20,8 +21,14 @@ _READ_BLOCK = 1 << 20
 
 
 def printable(path: str | Path) -> str:
-    """A path as text that can always be printed and written as UTF-8 (undecodable bytes as ``\\xNN``)."""
-    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    """A path as text that can always be printed and written as UTF-8 on one line: undecodable bytes as ``\\xNN``,
+    control characters (a newline, ESC) as ``\\n``, ``\\x1b``, so a file name cannot forge a line of a report or
+    send escape sequences to the terminal."""
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # formats whose parsing costs many times the file's size in memory have their own, tighter cap

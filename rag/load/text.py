@@ -62,7 +62,9 @@ def decode_text(data: bytes, name: str = "text") -> str:
     """
     text = _decode(data, name)
     if _binary(text):
-        raise _undecodable(name, "it has control characters, like a binary file")
+        nul = text.count("\x00")
+        raise LoadError(f"{name} looks like a binary file, not text: {'NUL bytes and ' if nul else ''}control "
+                        "characters make up over 1% of it. If it is text, save it again as UTF-8 text.")
     return newlines(text)
 
 
@@ -97,9 +99,10 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def _binary(text: str) -> bool:
-    """NULs or many other control characters: a binary file, whatever it decoded as."""
+    """Control characters (NUL included) past 1% of the text: a binary file, whatever it decoded as. A few in a text
+    file (a stray NUL) are text: ``normalise_text`` removes them."""
     controls = sum(1 for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r\f\v")
-    return "\x00" in text or controls > 0.01 * len(text)
+    return controls > 0.01 * len(text)
 
 
 def _undecodable(name: str, detail: str) -> LoadError:
