@@ -249,6 +249,21 @@ def test_docx_corrupt_xml(tmp_path):
     assert e.value.__cause__ is not None
 
 
+def test_docx_nested_past_libxml2s_limit_is_too_deep(tmp_path):
+    path = _docx(tmp_path / "ok.docx", lambda d: d.add_paragraph("Điều 1"))
+    deep = tmp_path / "deep.docx"
+    body = "<w:sdt><w:sdtContent>" * 300 + "<w:p/>" + "</w:sdtContent></w:sdt>" * 300
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(deep, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "word/document.xml":
+                data = data.replace(b"<w:body>", b"<w:body>" + body.encode(), 1)
+            dst.writestr(item, data)
+    with pytest.raises(LoadError, match="nested too deeply") as e:
+        load_file(deep, S)
+    assert e.value.code == "too_deep"
+
+
 def test_docx_zip_bomb_is_refused_before_opening(tmp_path):
     path = _docx(tmp_path / "bomb.docx", lambda d: d.add_paragraph("Điều 1. Phạm vi"))
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:

@@ -100,6 +100,9 @@ def read(data: bytes, name: str, settings: Settings, ocr=None) -> tuple[str | No
             blocks.append(text)
         core = d.core_properties.title
     except (OpcError, LxmlError, KeyError, ValueError, AttributeError, zipfile.BadZipFile) as e:
+        if "Excessive depth" in str(e):  # libxml2's own limit (256 levels): the nesting code every loader uses
+            raise LoadError(f"{name} is nested too deeply to read: simplify it or save it as .txt.",
+                            code="too_deep") from e
         raise LoadError(
             f"{name} is not a readable DOCX (corrupt or not a Word document): {e}. "
             "Open it in Word or LibreOffice and save a new copy."
