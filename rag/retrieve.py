@@ -59,9 +59,8 @@ ABBREVIATIONS = {
     "GPA": "điểm trung bình", "CPA": "điểm trung bình tích lũy", "ĐTB": "điểm trung bình", "KTX": "ký túc xá",
     "BHYT": "bảo hiểm y tế", "BHXH": "bảo hiểm xã hội", "CTĐT": "chương trình đào tạo", "ĐATN": "đồ án tốt nghiệp",
     "KLTN": "khóa luận tốt nghiệp", "ĐKHP": "đăng ký học phần", "THPT": "trung học phổ thông",
-    "NCS": "nghiên cứu sinh", "SV": "sinh viên", "GV": "giảng viên", "HP": "học phần", "TC": "tín chỉ",
-    "HK": "học kỳ",
-}
+    "NCS": "nghiên cứu sinh", "SV": "sinh viên", "GV": "giảng viên", "TC": "tín chỉ", "HK": "học kỳ",
+}  # not "HP": students write it for both "học phần" and "học phí"
 _ABBR = re.compile(r"(?<![^\W_])(" + "|".join(sorted(ABBREVIATIONS, key=len, reverse=True)) + r")(?![^\W_])", re.I)
 
 
