@@ -46,8 +46,11 @@ def test_overlapped_ingest_equals_sequential(tmp_path, embedder, settings_factor
     assert [c.id for c in index.chunks] == [c.id for c in chunks]
     assert [c.text for c in index.chunks] == [c.text for c in chunks]
     assert index.tokens == tokens
-    # per-file batches pad differently from one big batch: equal to float rounding
-    assert np.allclose(index.vectors, vectors, atol=1e-5)
+    # the overlapped ingest batches chunks as they arrive, so which chunks share a batch (and its padding) depends
+    # on timing: a vector can differ from the sequential one by float rounding in other kernels, up to ~1e-3 in
+    # one component under load (measured), never by pointing elsewhere (another chunk's cosine is far below)
+    cosines = np.sum(index.vectors * vectors, axis=1)
+    assert cosines.min() > 0.9999, cosines.min()
     files = json.loads((tmp_path / "index" / "manifest.json").read_text())["files"]
     assert list(files) == sorted(p.name for p in demo_paths())
 
