@@ -244,7 +244,9 @@ def read_sidecar(path: Path, root: Path | None = None) -> tuple[dict[str, Any], 
             if other:
                 raise InputError(f"{side}: unknown key(s) {', '.join(other)}; the file holds 'documents:' only.")
             nfc = {unicodedata.normalize("NFC", str(k)): v for k, v in docs.items()}  # names typed on macOS are NFD
-            rel = unicodedata.normalize("NFC", path.resolve().relative_to(side.parent.resolve()).as_posix())
+            # the document's listed name (a link's own, not its target's), in its folder's real place
+            rel = unicodedata.normalize("NFC", (path.parent.resolve() / path.name).relative_to(side.parent.resolve())
+                                        .as_posix())
             entry = nfc.get(rel, nfc.get(unicodedata.normalize("NFC", path.name)))
             if entry is None:
                 continue

@@ -132,3 +132,52 @@ def test_a_sidecar_named_without_its_documents_extension_is_reported(corpus, tmp
     skipped = {f.source: f.reason for f in report.files if f.status == "skipped"}
     assert report.ok and list(skipped) == [str(corpus / "a.meta.yaml")], skipped
     assert "named after its document's whole file name" in skipped[str(corpus / "a.meta.yaml")]
+
+
+def _blob_store(repo):
+    """The Hugging Face cache's layout (DVC's is alike): snapshots/<rev>/<name> → ../../blobs/<sha256>, blobs
+    named by their hash without an extension."""
+    import hashlib
+
+    snap = repo / "snapshots" / "main"
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, text in (("a.md", REG_A), ("b.txt", REG_B)):
+        blob = repo / "blobs" / hashlib.sha256(text.encode()).hexdigest()
+        blob.write_text(text, encoding="utf-8")
+        (snap / name).symlink_to(f"../../blobs/{blob.name}")
+    (snap / "corpus.yaml").write_text("documents:\n  a.md:\n    number: 12/QĐ-ĐHBK\n", encoding="utf-8")
+    (snap / "b.txt.meta.yaml").write_text("title: Quy định học bổng\n", encoding="utf-8")
+    return snap
+
+
+def test_a_symlink_is_read_by_its_own_name_not_its_targets(tmp_path, embedder, settings_factory):
+    """The format, the document's name and its sidecars come from the link's name; the bytes from its target
+    (a blob named by its hash). Before, the target's name was used: "unsupported type (no extension)"."""
+    snap = _blob_store(tmp_path / "repo")
+    for paths, names in (([tmp_path / "repo"], ["snapshots/main/a.md", "snapshots/main/b.txt"]),
+                         ([snap / "a.md", snap / "b.txt"], ["a.md", "b.txt"])):  # named: followed wherever they lead
+        s = settings_factory(tmp_path / f"idx-{len(names[0])}")
+        report = _run(paths, s, embedder)
+        assert report.ok and [f.source for f in report.files if f.status == "added"] == names, report.summary()
+        files = Index.open(s).manifest.files
+        assert [files[n]["kind"] for n in names] == ["md", "txt"]
+        assert files[names[0]]["meta"]["number"] == "12/QĐ-ĐHBK"  # corpus.yaml keyed by the link's name
+        assert files[names[1]]["meta"]["title"] == "Quy định học bổng"  # b.txt.meta.yaml beside the link
+        assert {c.source for c in Index.open(s).chunks} == set(names)
+
+
+def test_a_folder_of_links_leading_outside_it_says_what_to_do(tmp_path, embedder, settings_factory):
+    """Links that leave the folder given are still not followed (a link in a shared folder must not pull in
+    files from elsewhere); a folder that holds only those names them and the two ways to read them."""
+    from rag.load import iter_files
+
+    snap = _blob_store(tmp_path / "repo")
+    with pytest.raises(InputError) as info:
+        _run([snap], settings_factory(tmp_path / "idx"), embedder)
+    assert "contains no supported files" in str(info.value) and "lead outside it are not followed (2 found)" in str(
+        info.value) and "name the files themselves" in str(info.value)
+    (snap / "c.md").write_text(REG_B, encoding="utf-8")
+    listing = iter_files([snap])
+    assert listing.files == [(snap / "c.md", "c.md")]
+    assert sorted(p.name for p, why in listing.skipped if "outside" in why) == ["a.md", "b.txt"]

@@ -642,7 +642,7 @@ def test_iter_files_symlinks_outside_the_folder_are_skipped(tmp_path):
     (root / "broken.txt").symlink_to(tmp_path / "gone.txt")
     result = iter_files([str(root)])
     assert [label for _, label in result.files] == ["a.txt", "alias.txt"]
-    assert [p for p, _ in result.files] == [(root / "a.txt").resolve(), (root / "sub" / "b.txt").resolve()]
+    assert [p for p, _ in result.files] == [root / "a.txt", root / "alias.txt"]  # the link, read through
     skipped = {p.name: why for p, why in result.skipped}
     assert "outside" in skipped["escape.txt"] and "outside" in skipped["escape-dir"]
     assert skipped["broken.txt"] == "broken symlink"

@@ -20,7 +20,12 @@ BAD_NAME = "the file name is not valid UTF-8: rename the file (e.g. `convmv -f c
 
 @dataclass
 class FileList:
-    """Files to load, as (resolved path, source label), and what was left out, as (path, reason).
+    """Files to load, as (path, source label), and what was left out, as (path, reason).
+
+    A file's path is the name it was listed under, made absolute but not resolved: a symlink stays the
+    link, so its own name (not its target's) gives the format, the title's fallback and where its
+    sidecar sits, while its bytes are read through it (content-addressed stores such as the Hugging Face
+    cache or DVC name their blobs by hash, without an extension).
 
     ``failed`` holds files that should have been read but cannot be, as (path, reason, code): a
     name that is not valid UTF-8 (it could not be stored or shown), a pipe, socket or device under a
@@ -55,14 +60,15 @@ def iter_files(paths: list[str | Path], exclude: Iterable[str | Path] = ()) -> F
     labels: set[str] = set()
     excluded = {Path(p).expanduser().resolve() for p in exclude}
 
-    def add(resolved: Path, label: str, given: str) -> None:
+    def add(path: Path, label: str, given: str) -> None:
+        resolved = path.resolve()  # a second way to the same file (a link to it, a file in a folder given) is read once
         if resolved in seen:
             return
         seen.add(resolved)
         if label in labels:  # two files with one name: fall back to the path as given
             label = given
         labels.add(label)
-        out.files.append((resolved, label))
+        out.files.append((path, label))
 
     for raw in paths:
         given = Path(raw).expanduser()
@@ -74,19 +80,35 @@ def iter_files(paths: list[str | Path], exclude: Iterable[str | Path] = ()) -> F
         if not given.exists():
             raise InputError(f"no such file or folder: {printable(raw)}")
         if given.is_dir():
+            before = len(out.skipped)
             found = _walk(given, out.skipped, out.failed, excluded)
             if not found and not out.failed:
-                raise InputError(f"{printable(raw)} contains no supported files ({SUPPORTED_LIST})")
-            for resolved, rel in found:
-                add(resolved, rel, str(given / rel))
+                raise InputError(f"{printable(raw)} contains no supported files ({SUPPORTED_LIST})"
+                                 + _links_out(out.skipped[before:]))
+            for path, rel in found:
+                add(path, rel, str(given / rel))
         elif given.suffix.lower() in SUPPORTED:
             if _bad_name(str(given)):
                 out.failed.append((given, BAD_NAME, "bad_file_name"))
             else:
-                add(given.resolve(), given.name, str(given))
+                add(given.absolute(), given.name, str(given))
         else:
             out.skipped.append((given, unsupported_reason(given)))
     return out
+
+
+def _links_out(skipped: list[tuple[Path, str]]) -> str:
+    """What to do when a folder's documents are links to elsewhere (a Hugging Face snapshot's files point into
+    ``../../blobs/``): those are not followed, so the folder looked empty."""
+    n = sum(1 for _, why in skipped if why.startswith(_OUTSIDE))
+    if not n:
+        return ""
+    return (f"; symlinks in it that lead outside it are not followed ({n} found): ingest the folder that holds "
+            "their targets too, or name the files themselves (a file named on the command line is read wherever "
+            "its link points)")
+
+
+_OUTSIDE = "symlink to "
 
 
 def _bad_name(path: str) -> bool:
@@ -99,7 +121,8 @@ def _bad_name(path: str) -> bool:
 
 def _walk(root: Path, skipped: list[tuple[Path, str]], failed: list[tuple[Path, str, str]],
           excluded: set[Path] = frozenset()) -> list[tuple[Path, str]]:
-    """Supported files under ``root`` as (resolved path, label relative to root), sorted."""
+    """Supported files under ``root`` as (absolute path as listed, label relative to root), sorted; a link is
+    listed when its target stays inside ``root``, under the link's own name."""
     root_resolved = root.resolve()
     found: list[tuple[Path, str]] = []
     visited: set[Path] = {root_resolved, *excluded}
@@ -128,7 +151,7 @@ def _walk(root: Path, skipped: list[tuple[Path, str]], failed: list[tuple[Path, 
                     skipped.append((path, "broken symlink"))
                     continue
                 if not inside(target):
-                    skipped.append((path, f"symlink to {target}, outside {root}: not followed"))
+                    skipped.append((path, f"{_OUTSIDE}{target}, outside {root}: not followed"))
                     continue
             if entry.is_dir():
                 target = path.resolve()
@@ -148,7 +171,7 @@ def _walk(root: Path, skipped: list[tuple[Path, str]], failed: list[tuple[Path, 
             elif path.suffix.lower() in SUPPORTED and _bad_name(entry.path):
                 failed.append((path, BAD_NAME, "bad_file_name"))
             elif path.suffix.lower() in SUPPORTED:
-                found.append((path.resolve(), (rel / name).as_posix()))
+                found.append((path.absolute(), (rel / name).as_posix()))
             elif name == "corpus.yaml":
                 continue  # document metadata (rag.metadata), read with the documents it describes
             elif name.endswith(".meta.yaml"):
