@@ -17,8 +17,9 @@ passes it when ``RAG_OCR`` / ``rag ingest --ocr`` is not ``never``):
 - the result: ``Page``s with the same numbers, ``ocr=True``, text repaired by ``repair_ocr_text``;
   the caller then cleans them with ``normalise.clean_pages`` and chunks them like any PDF.
 - cache: raw Tesseract output per page, in ``ocr_cache_dir(index_dir)`` — a folder *beside* the
-  index (``<parent>/.<index name>.ocr-cache/``), because each build swaps in a new index folder;
-  keyed by the file's sha256 and a hash of dpi, language, page segmentation mode, the Tesseract
+  index (``<parent>/.<index name>.ocr-cache/``), so the index directory, which deployments copy, holds
+  only the index; inside it (``<index>/.ocr-cache/``) where the parent cannot be written; keyed
+  by the file's sha256 and a hash of dpi, language, page segmentation mode, the Tesseract
   version, the size of the language's traineddata and ``OCR_VERSION``. Pages are written as they
   finish, so an interrupted run resumes. The cache is never pruned: delete the folder to reclaim
   space (it is rebuilt on demand).
@@ -142,9 +143,16 @@ def run_tesseract(tess: Tesseract, image: bytes, dpi: int, *, psm: int = PSM, ti
 
 
 def ocr_cache_dir(index_dir: Path) -> Path:
-    """Where OCR results for ``index_dir`` are kept: beside it, so index swaps leave them alone."""
+    """Where OCR results for ``index_dir`` are kept: beside it, so the index directory (what a deployment copies
+    into its image) holds only the index; inside it when that place cannot be written (an index on a writable
+    volume mounted in a read-only root), so an ingest there still remembers what it OCR'd."""
     index_dir = Path(index_dir)
-    return index_dir.parent / f".{index_dir.name}.ocr-cache"
+    beside = index_dir.parent / f".{index_dir.name}.ocr-cache"
+    where = beside if beside.is_dir() else index_dir.parent
+    # a parent still to be made, or no index directory yet (reading outside an ingest): beside, made on demand
+    if os.access(where, os.W_OK) or not where.is_dir() or not index_dir.is_dir():
+        return beside
+    return index_dir / ".ocr-cache"
 
 
 class OcrCache:

@@ -116,3 +116,33 @@ def test_second_writer_waits_then_refuses(tmp_path, settings_factory):
     t.join()
     with index_lock(s):  # free again
         pass
+
+
+def test_writers_reaching_one_index_by_two_paths_exclude_each_other(tmp_path, settings_factory):
+    """The lock is inside the index directory, so a writer that reaches it by another path waits too (a link
+    here; a container's /index and the host's volume directory behind it). Before, each path had its own lock
+    beside it, and both wrote. A directory holding only the lock has no index."""
+    s = settings_factory(tmp_path / "idx", lock_timeout_s=0.3)
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "idx")
+    entered, release = threading.Event(), threading.Event()
+
+    def hold():
+        with index_lock(s, tmp_path / "alias"):
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    entered.wait(5)
+    try:
+        with pytest.raises(IndexBusy, match="another ingest"):
+            with index_lock(s, tmp_path / "idx"):
+                pass
+    finally:
+        release.set()
+        t.join()
+    assert [p.name for p in (tmp_path / "idx").iterdir()] == [".ingest.lock"]
+    with pytest.raises(IndexError_) as info:
+        Index.open(s)
+    assert info.value.code == "index_missing", info.value

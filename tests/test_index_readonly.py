@@ -178,3 +178,54 @@ def test_copies_left_by_killed_readers_are_removed_by_the_next_one(demo_index_di
     assert len(Index.open(settings_factory(demo_index_dir))) > 40
     assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == sorted(
         made[n].name for n in ("recent", "alive", "other"))  # and the reader's own copy is gone
+
+
+@pytest.mark.skipif(not _userns_ok(), reason="needs `unshare -rm` (user and mount namespaces) for a read-only bind "
+                                             "mount")
+def test_cli_ingest_into_a_writable_index_whose_parent_is_read_only(tmp_path):
+    """A writable volume mounted at /index on a read-only root: only the index directory can be written. Ingest
+    works there (the lock, the OCR cache and the new version live inside it), two writers still exclude each
+    other whichever path they see, and a missing index directory is an error naming its read-only parent.
+    Before, the lock was <parent>/.idx.lock: index_read_only."""
+    docs, parent = tmp_path / "docs", tmp_path / "ro"
+    idx = parent / "idx"
+    docs.mkdir()
+    (docs / "a.md").write_text(DOC_A, encoding="utf-8")
+    py = sys.executable
+    # a writer that took the lock while the parent was writable, holding it until told to stop (or 120 s pass)
+    hold = (f"import os, time; from pathlib import Path; from rag.config import Settings; from rag.index import "
+            f"index_lock\nwith index_lock(Settings.from_env({{}}), Path('{idx}')):\n    print('held', flush=True)\n"
+            f"    end = time.time() + 120\n    while not os.path.exists('{tmp_path}/release') and time.time() < end: "
+            f"time.sleep(0.05)")
+    script = f"""
+'{py}' -m rag.cli ingest '{docs}' --index '{idx}' --quiet > /dev/null || exit 90
+printf '{DOC_B}' > '{docs}/b.md'
+'{py}' -c "{hold}" > '{tmp_path}/held' &
+for i in $(seq 600); do grep -q held '{tmp_path}/held' && break; sleep 0.1; done
+grep -q held '{tmp_path}/held' || exit 95
+mount --bind '{parent}' '{parent}' && mount -o remount,ro,bind '{parent}' || exit 91
+mount --bind '{idx}' '{idx}' && mount -o remount,rw,bind '{idx}' || exit 92
+if touch '{parent}/probe' 2>/dev/null; then echo "the parent is writable"; exit 93; fi
+touch '{idx}/probe' && rm '{idx}/probe' || exit 94
+RAG_LOCK_TIMEOUT=1 '{py}' -m rag.cli ingest '{docs}' --index '{idx}' --quiet > /dev/null
+echo "busy=$?"
+touch '{tmp_path}/release'; wait
+'{py}' -c "from rag.ocr import ocr_cache_dir; print(ocr_cache_dir('{idx}'))"
+'{py}' -m rag.cli ingest '{docs}' --index '{idx}' --quiet > /dev/null
+echo "exit=$?"
+'{py}' -m rag.cli search 'học bổng' --index '{idx}' --json --top-k 5
+'{py}' -m rag.cli ingest '{docs}' --index '{parent}/new' --quiet
+echo "new=$?"
+"""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    busy, cache, done, search, new = proc.stdout.strip().splitlines()
+    assert done == "exit=0", proc.stderr
+    assert {h["citation"]["source"] for h in json.loads(search)["hits"]} == {"a.md", "b.md"}
+    assert busy == "busy=3" and "error [index_busy]" in proc.stderr, proc.stderr
+    assert cache == f"{idx}/.ocr-cache", "the OCR cache moves inside when beside the index cannot be written"
+    assert new == "new=3" and "error [index_read_only]: cannot create the index directory" in proc.stderr
+    assert f"{parent} is not writable" in proc.stderr and f"Create {parent}/new yourself" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (parent / ".idx.lock").exists() and (idx / ".ingest.lock").is_file()

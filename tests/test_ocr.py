@@ -150,8 +150,9 @@ def test_repaired_ocr_text_chunks_like_a_text_layer():
     ]
 
 
-def test_cache_lives_beside_the_index_so_index_swaps_keep_it(tmp_path):
+def test_cache_lives_beside_the_index_so_a_copied_index_leaves_it(tmp_path):
     assert ocr_cache_dir(tmp_path / "rag" / "index") == tmp_path / "rag" / ".index.ocr-cache"
+    # inside only where the parent is read-only: test_index_readonly.py, with a bind mount
 
 
 # ---------------------------------------------------------------------------

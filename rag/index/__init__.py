@@ -9,6 +9,8 @@ Layout of an index directory (embedded mode)::
       chroma/       a Chroma PersistentClient: documents, metadata, embeddings (the store of record)
       bm25/         the bm25s index over word-segmented text, with the chunk ids in its row order
     v-000041/       the previous build, kept until the next writer starts (a reader may still be copying it)
+    .ingest.lock    the writers' lock (inside, so only this directory need be writable and every path to it
+                    finds the same lock); hidden entries are never index data
 
 Every state on disk is the old index or the new one. A writer (holding ``index_lock``) builds a
 new ``v-N/`` beside the current one, fsyncs it, and then publishes it by replacing

@@ -50,7 +50,8 @@ def _read_pointer(directory: Path, missing_ok: bool = False) -> bytes | None:
             return None
     except IsADirectoryError as e:
         raise ReindexRequired(f"{directory / MANIFEST} is a directory: {_rebuild_hint(directory)}.") from e
-    if not directory.is_dir() or not any(directory.iterdir()):
+    # hidden entries are a writer's (its lock, the OCR cache), never index data: a directory of only those has no index
+    if not directory.is_dir() or all(p.name.startswith(".") for p in directory.iterdir()):
         raise IndexError_(
             f"no index at {directory}: run `rag ingest PATH --index {directory}` first "
             "(or leave RAG_INDEX_DIR unset to use the demo regulations).",

@@ -113,8 +113,20 @@ def _is_read_only(e: BaseException) -> OSError | None:
 
 def _read_only(directory: Path, e: OSError) -> IndexError_:
     return IndexError_(f"cannot write the index at {directory} ({e.strerror or e}): `rag ingest` needs a writable "
-                       f"directory — make it writable or choose another --index / RAG_INDEX_DIR; the previous index "
-                       "is kept, and serving can read a read-only one.", code="index_read_only")
+                       f"directory — make it writable (its parent may stay read-only) or choose another --index / "
+                       "RAG_INDEX_DIR; the previous index is kept, and serving can read a read-only one.",
+                       code="index_read_only")
+
+
+def _cannot_create(directory: Path, e: OSError) -> IndexError_:
+    """The index directory is missing and cannot be made: name the folder that refused and what to do."""
+    refused = Path(e.filename).parent if e.filename else directory.parent
+    if e.errno in _READ_ONLY_ERRNOS:
+        return IndexError_(f"cannot create the index directory {directory}: {refused} is not writable "
+                           f"({e.strerror or e}). Create {directory} yourself (only it needs to be writable, e.g. a "
+                           "volume mounted there) or choose another --index / RAG_INDEX_DIR.", code="index_read_only")
+    return IndexError_(f"cannot create the index directory {directory} ({e.strerror or e}): choose another --index / "
+                       "RAG_INDEX_DIR.", code="index_error")
 
 
 def _probe_writable(directory: Path) -> None:
@@ -205,12 +217,22 @@ def new_collection_name(settings: Settings) -> str:
     return settings.chroma_collection if len(settings.chroma_collection) >= 3 else "rag-chunks"
 
 
+LOCK_FILE = ".ingest.lock"
+
+
 @contextmanager
 def index_lock(settings: Settings, directory: Path | None = None) -> Iterator[None]:
     """Exclusive lock for writers; a second ingest waits up to RAG_LOCK_TIMEOUT seconds, then refuses.
 
     The lock holder is the only process that removes anything from the index directory (see
     ``_clean_stale``); readers never take this lock.
+
+    The lock file is ``<index>/.ingest.lock``, inside the directory it guards: a writer needs only the index
+    directory to be writable (a volume mounted at /index on a read-only root), and every writer finds the same
+    lock whatever path leads it there (a container's /index and the host's directory behind it). The directory
+    is never replaced (builds are versions inside it), so creating it first and locking inside is safe; its
+    parent is written only to create it. Earlier versions locked ``<parent>/.<name>.lock`` instead: do not run
+    one of those on the same index at the same time.
     """
     from filelock import FileLock, Timeout
 
@@ -219,8 +241,11 @@ def index_lock(settings: Settings, directory: Path | None = None) -> Iterator[No
         raise IndexError_(f"{directory} is a file, not an index directory: choose a directory for --index / "
                           "RAG_INDEX_DIR.", code="not_an_index")
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(directory.parent / f".{directory.name}.lock"))
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_create(directory, e) from e
+    try:
+        lock = FileLock(str(directory / LOCK_FILE))
         lock.acquire(timeout=settings.lock_timeout_s)
     except Timeout as e:
         raise IndexBusy(
